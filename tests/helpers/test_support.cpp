@@ -1,0 +1,1 @@
+// placeholder: shared test builders are being written
