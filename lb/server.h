@@ -1,0 +1,58 @@
+#pragma once
+// The lb's view of one backend server (an edgepin node). Shared by all
+// worker threads: the identity fields are immutable after construction; the
+// state the workers and the health checker change is atomic.
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+namespace edgepin::lb {
+
+// Operator-set state (admin socket), independent of health.
+enum class AdminState : uint8_t {
+  Ready,  // takes new clients
+  Drain,  // keeps stuck/tagged clients, gets no new ones from the balancer
+  Maint,  // gets nothing; the balancer and the router skip it
+};
+
+struct ServerState {
+  // --- identity (immutable) ---
+  uint32_t id = 0;   // index in the server list of the running config
+  std::string name;  // node name from cluster.json
+  uint16_t tag = 0;  // node tag (0 = not an edgepin node)
+  uint32_t weight = 100;
+
+  // --- shared mutable state ---
+  std::atomic<bool> healthy{true};
+  std::atomic<AdminState> admin{AdminState::Ready};
+  std::atomic<uint32_t> active{0};  // connections currently relayed or connecting
+
+  ServerState() = default;
+  ServerState(const ServerState&) = delete;
+  ServerState& operator=(const ServerState&) = delete;
+
+  // May receive a client that is already bound to it (tag, stick table).
+  bool usable_for_bound() const {
+    return healthy.load(std::memory_order_relaxed) &&
+           admin.load(std::memory_order_relaxed) != AdminState::Maint;
+  }
+  // May receive a client the balancer picks.
+  bool usable_for_new() const {
+    return healthy.load(std::memory_order_relaxed) &&
+           admin.load(std::memory_order_relaxed) == AdminState::Ready && weight > 0;
+  }
+};
+
+constexpr const char* to_string(AdminState s) {
+  switch (s) {
+    case AdminState::Ready: return "ready";
+    case AdminState::Drain: return "drain";
+    case AdminState::Maint: return "maint";
+  }
+  return "?";
+}
+
+}  // namespace edgepin::lb
