@@ -29,10 +29,27 @@ struct ServerState {
   std::atomic<bool> healthy{true};
   std::atomic<AdminState> admin{AdminState::Ready};
   std::atomic<uint32_t> active{0};  // connections currently relayed or connecting
+  std::atomic<uint32_t> queued{0};  // clients waiting for a slot (maxconn)
+
+  // --- last health check, for stats and logs (written by the checker) ---
+  std::atomic<uint8_t> check_outcome{0};   // a CheckOutcome (lb/health.h)
+  std::atomic<uint16_t> check_detail{0};   // HTTP status or TLS alert code
+  std::atomic<uint32_t> check_latency_us{0};
 
   ServerState() = default;
   ServerState(const ServerState&) = delete;
   ServerState& operator=(const ServerState&) = delete;
+
+  // Takes a connection slot unless `maxconn` (0: no limit) are taken.
+  // Compare-and-swap, so workers racing for the last slot cannot overshoot.
+  bool try_acquire(uint32_t maxconn) {
+    uint32_t cur = active.load(std::memory_order_relaxed);
+    do {
+      if (maxconn && cur >= maxconn) return false;
+    } while (!active.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed));
+    return true;
+  }
+  void release() { active.fetch_sub(1, std::memory_order_relaxed); }
 
   // May receive a client that is already bound to it (tag, stick table).
   bool usable_for_bound() const {

@@ -1,1 +1,43 @@
-int main() { return 0; }  // placeholder
+// edgepin-node-proxy: runs beside each Tomcat, terminates TLS with the
+// node's certificates and forwards HTTP/1.1 to Tomcat (DESIGN.md).
+#include <exception>
+#include <iostream>
+
+#include "common/cli.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "node-proxy/run.h"
+
+namespace {
+
+constexpr edgepin::cli::Program kProgram{
+    .name = "edgepin-node-proxy",
+    .description =
+        "Edgepin's node proxy: terminates TLS for one node of cluster.json and\n"
+        "forwards HTTP/1.1 to its Tomcat, relaying to the owning node when needed.",
+    .needs_node = true,
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace edgepin;
+  const cli::ParseResult cmd = cli::parseCommandLine(kProgram, argc, argv, std::cout, std::cerr);
+  if (cmd.exit) return cmd.exit_code;
+  log::set_program(kProgram.name);
+
+  config::NodeConfigSet cfg;
+  try {
+    cfg = config::loadNodeProxy(cmd.options.config_dir, cmd.options.node);
+  } catch (const std::exception& e) {
+    cli::reportError(kProgram, e, std::cerr);
+    return cli::kExitConfigError;
+  }
+  if (cmd.options.check) {
+    return cli::reportCheck(kProgram, config::summary(cfg), cfg.warnings, std::cout, std::cerr);
+  }
+
+  for (const auto& w : cfg.warnings) log::warning(w);
+  log::info("configuration valid: " + config::summary(cfg));
+  return nodeproxy::run(cfg);
+}

@@ -1,0 +1,224 @@
+#include "node-proxy/stats.h"
+
+#include <nlohmann/json.hpp>
+
+#include <utility>
+
+#include "edgepin/version.h"
+#include "node-proxy/tls_context.h"
+
+namespace edgepin::nodeproxy {
+namespace {
+
+std::string html_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// "3d 04:05:06"
+std::string format_uptime(int64_t s) {
+  const int64_t days = s / 86400;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%lldd %02lld:%02lld:%02lld", static_cast<long long>(days),
+                static_cast<long long>(s / 3600 % 24), static_cast<long long>(s / 60 % 60),
+                static_cast<long long>(s % 60));
+  return buf;
+}
+
+constexpr const char* kClassNames[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+nlohmann::ordered_json to_json(const StatsSnapshot& s) {
+  nlohmann::ordered_json j;
+  j["node"] = s.node_name;
+  j["tag"] = s.node_tag;
+  j["cluster"] = s.cluster_name;
+  j["version"] = s.version;
+  j["uptime_s"] = s.uptime_s;
+  j["workers"] = s.workers;
+  j["draining"] = s.draining;
+  j["tomcat"] = {{"address", s.upstream}, {"up", s.tomcat_up}};
+  j["connections"] = {
+      {"accepted", s.connections_accepted},
+      {"active", s.connections_active},
+      {"refused_untrusted", s.connections_refused_untrusted},
+      {"refused_limit", s.connections_refused_limit},
+      {"proxy_header_errors", s.proxy_header_errors},
+      {"proxy_header_timeouts", s.proxy_header_timeouts},
+      {"proxy_header_closed", s.proxy_header_closed},
+  };
+  nlohmann::ordered_json by_class;
+  for (size_t i = 0; i < s.responses_by_class.size(); ++i) by_class[kClassNames[i]] = s.responses_by_class[i];
+  j["requests"] = {
+      {"total", s.requests},
+      {"responses", by_class},
+      {"errors", s.request_errors},
+      {"bytes_in", s.bytes_in},
+      {"bytes_out", s.bytes_out},
+  };
+  j["upstream"] = {
+      {"connects", s.upstream_connects},
+      {"reuses", s.upstream_reuses},
+      {"connect_errors", s.upstream_connect_errors},
+      {"timeouts", s.upstream_timeouts},
+  };
+  nlohmann::ordered_json tls = {
+      {"handshakes_full", s.tls_handshakes_full},
+      {"handshakes_resumed", s.tls_handshakes_resumed},
+      {"handshake_errors", s.tls_handshake_errors},
+      {"handshake_timeouts", s.tls_handshake_timeouts},
+      {"handshake_closed", s.tls_handshake_closed},
+  };
+  if (s.tls) {
+    tls["cached_sessions"] = s.tls_cached_sessions;
+    tls["tickets"] = s.tickets_enabled;
+    tls["ticket_key_epoch"] = s.ticket_key_epoch;
+    tls["ticket_keys"] = s.ticket_keys;
+  }
+  j["tls"] = tls;
+  return j;
+}
+
+void row(std::string& html, std::string_view name, const std::string& value) {
+  html += "<tr><th>" + html_escape(name) + "</th><td>" + html_escape(value) + "</td></tr>\n";
+}
+void row(std::string& html, std::string_view name, uint64_t value) { row(html, name, std::to_string(value)); }
+
+std::string to_html(const StatsSnapshot& s) {
+  std::string h;
+  h += "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgepin node-proxy " + html_escape(s.node_name) +
+       "</title>\n<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}"
+       "th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}th{background:#f4f4f4}"
+       ".up{color:#080}.down{color:#b00}</style></head><body>\n";
+  h += "<h1>edgepin node-proxy: " + html_escape(s.node_name) + "</h1>\n";
+  h += "<p>cluster " + html_escape(s.cluster_name) + ", tag " + std::to_string(s.node_tag) + ", version " +
+       html_escape(s.version) + ", up " + format_uptime(s.uptime_s) + ", " + std::to_string(s.workers) +
+       " workers</p>\n";
+  h += std::string("<p>Tomcat ") + html_escape(s.upstream) + ": " +
+       (s.tomcat_up ? "<b class=\"up\">UP</b>" : "<b class=\"down\">DOWN</b>") +
+       (s.draining ? " &mdash; <b class=\"down\">draining</b>" : "") + "</p>\n";
+
+  h += "<h2>Connections</h2><table>\n";
+  row(h, "accepted", s.connections_accepted);
+  row(h, "active", s.connections_active);
+  row(h, "refused (untrusted source)", s.connections_refused_untrusted);
+  row(h, "refused (max_connections)", s.connections_refused_limit);
+  row(h, "PROXY header errors", s.proxy_header_errors);
+  row(h, "PROXY header timeouts", s.proxy_header_timeouts);
+  row(h, "PROXY header closed early", s.proxy_header_closed);
+  h += "</table>\n<h2>Requests</h2><table>\n";
+  row(h, "requests", s.requests);
+  for (size_t i = 1; i < s.responses_by_class.size(); ++i) row(h, kClassNames[i], s.responses_by_class[i]);
+  row(h, "other status", s.responses_by_class[0]);
+  row(h, "rejected requests", s.request_errors);
+  row(h, "bytes from clients", s.bytes_in);
+  row(h, "bytes to clients", s.bytes_out);
+  h += "</table>\n<h2>Tomcat connections</h2><table>\n";
+  row(h, "connects", s.upstream_connects);
+  row(h, "reuses", s.upstream_reuses);
+  row(h, "connect errors", s.upstream_connect_errors);
+  row(h, "timeouts", s.upstream_timeouts);
+  h += "</table>\n<h2>TLS</h2><table>\n";
+  row(h, "full handshakes", s.tls_handshakes_full);
+  row(h, "resumed handshakes", s.tls_handshakes_resumed);
+  row(h, "handshake errors", s.tls_handshake_errors);
+  row(h, "handshake timeouts", s.tls_handshake_timeouts);
+  row(h, "closed mid-handshake", s.tls_handshake_closed);
+  if (s.tls) {
+    row(h, "cached sessions", std::to_string(s.tls_cached_sessions));
+    row(h, "tickets", s.tickets_enabled ? "on" : "off");
+    row(h, "ticket key epoch", s.ticket_key_epoch);
+    row(h, "ticket keys held", s.ticket_keys);
+  }
+  h += "</table>\n</body></html>\n";
+  return h;
+}
+
+}  // namespace
+
+LocalResponse render_health(const NodeState& node) {
+  LocalResponse r;
+  const bool up = node.tomcat_up.load(std::memory_order_relaxed);
+  const bool draining = node.draining.load(std::memory_order_relaxed);
+  if (up && !draining) {
+    r.status = 200;
+    r.body = "OK\n";
+  } else {
+    r.status = 503;
+    r.body = !up ? "DOWN: tomcat not responding\n" : "DOWN: draining\n";
+  }
+  return r;
+}
+
+StatsSnapshot collect_stats(const StatsSource& src) {
+  StatsSnapshot s;
+  s.node_name = src.node_name;
+  s.node_tag = src.node_tag;
+  s.cluster_name = src.cluster_name;
+  s.version = kVersion;
+  s.upstream = src.upstream;
+  s.workers = src.workers.size();
+  if (src.node) {
+    s.uptime_s = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() -
+                                                                  src.node->started)
+                     .count();
+    s.tomcat_up = src.node->tomcat_up.load(std::memory_order_relaxed);
+    s.draining = src.node->draining.load(std::memory_order_relaxed);
+  }
+  for (const NodeCounters* c : src.workers) {
+    s.connections_accepted += c->connections_accepted.get();
+    s.connections_active += c->connections_active.get();
+    s.connections_refused_untrusted += c->connections_refused_untrusted.get();
+    s.connections_refused_limit += c->connections_refused_limit.get();
+    s.proxy_header_errors += c->proxy_header_errors.get();
+    s.proxy_header_timeouts += c->proxy_header_timeouts.get();
+    s.proxy_header_closed += c->proxy_header_closed.get();
+    s.requests += c->requests.get();
+    for (size_t i = 0; i < s.responses_by_class.size(); ++i) s.responses_by_class[i] += c->responses_by_class[i].get();
+    for (const Counter& e : c->request_errors) s.request_errors += e.get();
+    s.bytes_in += c->bytes_in.get();
+    s.bytes_out += c->bytes_out.get();
+    s.upstream_connects += c->upstream_connects.get();
+    s.upstream_reuses += c->upstream_reuses.get();
+    s.upstream_connect_errors += c->upstream_connect_errors.get();
+    s.upstream_timeouts += c->upstream_timeouts.get();
+    s.tls_handshakes_full += c->tls_handshakes_full.get();
+    s.tls_handshakes_resumed += c->tls_handshakes_resumed.get();
+    s.tls_handshake_errors += c->tls_handshake_errors.get();
+    s.tls_handshake_timeouts += c->tls_handshake_timeouts.get();
+    s.tls_handshake_closed += c->tls_handshake_closed.get();
+  }
+  if (src.tls) {
+    s.tls = true;
+    s.tls_cached_sessions = src.tls->cached_sessions();
+    s.tickets_enabled = src.tls->tickets_enabled();
+    s.ticket_key_epoch = src.tls->ticket_keys()->current_epoch();
+    s.ticket_keys = src.tls->ticket_keys()->size();
+  }
+  return s;
+}
+
+LocalResponse render_stats(const StatsSnapshot& stats, bool json) {
+  LocalResponse r;
+  r.status = 200;
+  if (json) {
+    r.content_type = "application/json";
+    r.body = to_json(stats).dump(2) + "\n";
+  } else {
+    r.content_type = "text/html; charset=utf-8";
+    r.body = to_html(stats);
+  }
+  return r;
+}
+
+}  // namespace edgepin::nodeproxy

@@ -1,0 +1,88 @@
+#pragma once
+// The node-proxy's built-in pages, rendered as LocalResponses that the HTTP
+// layer serves on config.health.path and config.stats.path:
+//   - health: 200 "OK" while the node serves (Tomcat up, not draining),
+//     503 with the reason otherwise; what the lb's http check and any
+//     external monitor read.
+//   - stats: the node's counters summed over its workers (DESIGN.md:
+//     per-thread counters, summed on read), as HTML for people and JSON for
+//     tools (stable keys; counters only grow, gauges say so).
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "node-proxy/counters.h"
+#include "node-proxy/worker_context.h"
+
+namespace edgepin::nodeproxy {
+
+class TlsContext;
+
+// Health answer: 200 "OK\n" if node.tomcat_up and !node.draining; else 503
+// "DOWN: tomcat not responding\n" or "DOWN: draining\n" (the Tomcat reason
+// first when both hold). text/plain.
+LocalResponse render_health(const NodeState& node);
+
+// What the stats page reads.
+struct StatsSource {
+  std::string node_name;
+  uint16_t node_tag = 0;
+  std::string cluster_name;
+  std::string upstream;  // "127.0.0.1:8080"
+  const NodeState* node = nullptr;
+  std::vector<const NodeCounters*> workers;
+  const TlsContext* tls = nullptr;  // null without TLS listeners
+};
+
+// A consistent-enough copy of the numbers (each counter is read once).
+struct StatsSnapshot {
+  std::string node_name;
+  uint16_t node_tag = 0;
+  std::string cluster_name;
+  std::string version;
+  std::string upstream;
+  int64_t uptime_s = 0;
+  bool tomcat_up = false;
+  bool draining = false;
+  size_t workers = 0;
+
+  uint64_t connections_accepted = 0;
+  uint64_t connections_active = 0;  // gauge
+  uint64_t connections_refused_untrusted = 0;
+  uint64_t connections_refused_limit = 0;
+  uint64_t proxy_header_errors = 0;
+  uint64_t proxy_header_timeouts = 0;
+  uint64_t proxy_header_closed = 0;
+
+  uint64_t requests = 0;
+  std::array<uint64_t, 6> responses_by_class{};  // [0] other, [1] 1xx .. [5] 5xx
+  uint64_t request_errors = 0;                   // sum over parser errors
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
+  uint64_t upstream_connects = 0;
+  uint64_t upstream_reuses = 0;
+  uint64_t upstream_connect_errors = 0;
+  uint64_t upstream_timeouts = 0;
+
+  uint64_t tls_handshakes_full = 0;
+  uint64_t tls_handshakes_resumed = 0;
+  uint64_t tls_handshake_errors = 0;
+  uint64_t tls_handshake_timeouts = 0;
+  uint64_t tls_handshake_closed = 0;
+  // With TLS: the resumption state.
+  bool tls = false;
+  int64_t tls_cached_sessions = 0;  // gauge
+  uint32_t ticket_key_epoch = 0;    // gauge
+  size_t ticket_keys = 0;           // gauge
+  bool tickets_enabled = false;
+};
+
+// Reads every counter once. Safe from any thread.
+StatsSnapshot collect_stats(const StatsSource& source);
+
+// The page: JSON (application/json) or HTML (text/html), status 200.
+LocalResponse render_stats(const StatsSnapshot& stats, bool json);
+
+}  // namespace edgepin::nodeproxy

@@ -1,0 +1,75 @@
+#pragma once
+// The node-proxy's active check of its Tomcat, on a thread of its own so a
+// slow Tomcat never delays a client: every check_interval a GET of
+// health.check_path on the upstream address with check_timeout; a status
+// below 500 is a success (a 404 or a login redirect still proves Tomcat
+// answers). `fall` failures in a row mark Tomcat down, `rise` successes
+// mark it up (HAProxy's semantics); transitions are logged. The verdict is
+// NodeState::tomcat_up, which the health endpoint reports (HAProxy's
+// `monitor fail if { nbsrv(backend) eq 0 }`).
+//
+// The first check runs at start and its result is taken as is: until then
+// Tomcat counts as down, so a node-proxy started before its Tomcat never
+// reports itself healthy.
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/config_node_proxy.h"
+#include "common/event_loop.h"
+#include "common/net_address.h"
+
+namespace edgepin::nodeproxy {
+
+struct NodeState;
+
+#define EDGEPIN_TOMCAT_CHECK_OUTCOMES(X)                                      \
+  X(Ok, "ok")                                                                 \
+  X(ConnectFailed, "connect_failed") /* refused, unreachable */               \
+  X(Timeout, "timeout")              /* no status line within the timeout */  \
+  X(Closed, "closed")                /* closed before a complete head */      \
+  X(BadStatus, "bad_status")         /* 5xx */                                \
+  X(BadResponse, "bad_response")     /* not an HTTP/1.x response head */
+
+enum class CheckOutcome : uint8_t {
+#define EDGEPIN_X(name, text) name,
+  EDGEPIN_TOMCAT_CHECK_OUTCOMES(EDGEPIN_X)
+#undef EDGEPIN_X
+};
+
+constexpr std::string_view to_string(CheckOutcome o) {
+  switch (o) {
+#define EDGEPIN_X(name, text) \
+  case CheckOutcome::name: return text;
+    EDGEPIN_TOMCAT_CHECK_OUTCOMES(EDGEPIN_X)
+#undef EDGEPIN_X
+  }
+  return "?";
+}
+
+// The largest response head a check reads; Tomcat's error pages put their
+// body after it, which the check never reads.
+inline constexpr size_t kMaxCheckResponseHead = 16 * 1024;
+
+class TomcatHealthChecker {
+ public:
+  // Checks `upstream` (host:port of Tomcat) as `settings` says and writes
+  // the verdict to `node.tomcat_up`. `node` must outlive the checker.
+  TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream, NodeState& node);
+  ~TomcatHealthChecker();  // stops the thread
+  TomcatHealthChecker(const TomcatHealthChecker&) = delete;
+  TomcatHealthChecker& operator=(const TomcatHealthChecker&) = delete;
+
+  // Starts the thread; the first check runs at once.
+  void start();
+  void stop();
+
+ private:
+  class Probe;
+  EventLoopThread loop_;
+  std::unique_ptr<Probe> probe_;
+};
+
+}  // namespace edgepin::nodeproxy

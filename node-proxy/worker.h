@@ -1,0 +1,98 @@
+#pragma once
+// A worker thread of the node-proxy: its own event_base, its own
+// SO_REUSEPORT socket for every listener, its keep-alive pool to Tomcat,
+// and the connections it accepted, which never leave it (DESIGN.md,
+// runtime model). A connection lives here first as a ClientHandshake
+// (PROXY header, TLS), then as an HttpConnection; the worker owns both and
+// destroys them when they report the end.
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/config.h"
+#include "common/event_loop.h"
+#include "node-proxy/client_handshake.h"
+#include "node-proxy/counters.h"
+#include "node-proxy/worker_context.h"
+
+namespace edgepin::nodeproxy {
+
+class HttpConnection;
+
+// limits.max_connections, enforced by all workers together.
+struct ConnectionLimit {
+  uint64_t max = 0;  // 0: no limit
+  std::atomic<uint64_t> active{0};
+};
+
+// What every worker shares (read-only, or atomics), owned by the Runtime.
+struct WorkerShared {
+  const config::NodeConfigSet* config = nullptr;
+  const std::vector<ListenerSetup>* listeners = nullptr;
+  NodeState* node = nullptr;
+  ConnectionLimit* limit = nullptr;
+  std::function<LocalResponse(bool json)> stats_page;
+};
+
+class Worker {
+ public:
+  // Creates the loop and the upstream pool; binds nothing yet.
+  Worker(int index, const WorkerShared& shared);
+  ~Worker();  // stops the loop, then closes every connection
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Binds this worker's socket for every listener. Returns an empty string,
+  // or "listener NAME: bind ADDRESS: reason" for the first failure.
+  std::string bind();
+  void start() { loop_.start(); }
+  // Closes the listening sockets (the kernel then refuses new clients) and
+  // asks every HTTP connection to close gracefully (idle ones at once, busy
+  // ones after their current response). Safe from any thread.
+  void stop_accepting();
+  // Closes every connection now. Must run on this worker's loop thread.
+  void shutdown_now();
+
+  int index() const { return index_; }
+  EventLoopThread& loop() { return loop_; }
+  NodeCounters& counters() { return counters_; }
+  const NodeCounters& counters() const { return counters_; }
+  // Connections this worker holds (handshaking or HTTP); any thread.
+  size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Binding {
+    Worker* worker = nullptr;
+    const ListenerSetup* listener = nullptr;
+    ListenerPtr socket;
+  };
+  static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
+  static void resume_cb(evutil_socket_t, short, void* arg);
+  void on_accept(const ListenerSetup& listener, evutil_socket_t fd, const sockaddr* addr, int len);
+  void on_handshake_done(ClientHandshake* handshake, BufferEventPtr client, ClientInfo info);
+  void on_http_closed(HttpConnection* connection);
+  void connection_ended();
+  void update_count();
+  void pause_listeners();
+
+  const int index_;
+  const WorkerShared& shared_;
+  NodeCounters counters_;  // before the pool, which keeps a reference
+  EventLoopThread loop_;
+  std::unique_ptr<UpstreamPool> upstream_;
+  WorkerContext context_;
+  std::vector<std::unique_ptr<Binding>> bindings_;
+  std::unordered_map<ClientHandshake*, std::unique_ptr<ClientHandshake>> handshakes_;
+  std::unordered_map<HttpConnection*, std::unique_ptr<HttpConnection>> connections_;
+  std::atomic<size_t> connection_count_{0};
+  EventPtr resume_timer_;  // re-enables listeners paused by max_connections
+  bool paused_ = false;
+  bool accepting_ = true;
+  bool shutting_down_ = false;
+};
+
+}  // namespace edgepin::nodeproxy

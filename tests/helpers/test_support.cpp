@@ -1,1 +1,0 @@
-// placeholder: shared test builders are being written

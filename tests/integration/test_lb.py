@@ -1,0 +1,429 @@
+"""edgepin-lb against real TLS backends (edgepin-test-backend) on loopback.
+
+Each test writes a config directory (cluster.json + lb.json) for the
+backends it started, runs the real edgepin-lb binary, talks to it with
+Python's ssl module and `openssl s_client`, and reads the lb's one log line
+per connection. Run through ctest (it sets EDGEPIN_LB and
+EDGEPIN_TEST_BACKEND).
+"""
+
+import collections
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+import edgepin_testlib as t
+
+LOG_LINE = re.compile(r"\bconn (.*)$")
+
+
+def conn_lines(proc, routed_only=True):
+    """The lb's per-connection log lines, as dicts of their key=value fields.
+    routed_only drops connections that closed before being routed (such as
+    wait_for_port's probe)."""
+    out = []
+    for line in proc.stderr_text().splitlines():
+        m = LOG_LINE.search(line)
+        if m:
+            fields = dict(kv.split("=", 1) for kv in m.group(1).split(" ") if "=" in kv)
+            if not routed_only or fields["route"] != "-":
+                out.append(fields)
+    return out
+
+
+def lines_when(proc, count, timeout=5):
+    """conn_lines() once there are at least `count` (the lb logs a
+    connection when both sides have closed, just after the client saw the
+    end)."""
+    return wait_for(lambda: len(conn_lines(proc)) >= count and conn_lines(proc), timeout,
+                    "%d connection log lines" % count)
+
+
+def wait_for(predicate, timeout, what, step=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step)
+    raise TimeoutError("timed out after %.1fs waiting for %s" % (timeout, what))
+
+
+class LbTestCase(t.EdgepinTestCase):
+    """Starts TLS or TCP backends and an lb in front of them."""
+
+    def setUp(self):
+        super().setUp()
+        self.pki = t.make_pki(os.path.join(self.tmp, "pki"), names=("backend",), key_type="ec")
+        self.backends = []
+
+    def add_backends(self, count, mode="tls", tags=True, proxy="v2", weights=None, **kwargs):
+        for i in range(count):
+            name = "node%d" % (len(self.backends) + 1)
+            b = self.start_backend(name, mode=mode, proxy=proxy,
+                                   cert=self.pki.nodes["backend"] if mode == "tls" else None,
+                                   tag=(len(self.backends) + 1) if (tags and mode == "tls") else None,
+                                   **kwargs)
+            weight = weights[i] if weights else 100
+            self.backends.append((b, weight))
+        return [b for b, _ in self.backends]
+
+    def write_config(self, mode="tls", proxy="v2", threads=1, lb_overrides=None, frontend_overrides=None):
+        conf = os.path.join(self.tmp, "conf")
+        os.makedirs(conf, exist_ok=True)
+        nodes = []
+        for i, (b, weight) in enumerate(self.backends, start=1):
+            port_key = "tls_port" if mode == "tls" else "http_port"
+            other_key = "http_port" if mode == "tls" else "tls_port"
+            nodes.append({"name": b.name, "tag": i, "address": "127.0.0.1",
+                          port_key: b.port, other_key: t.free_port(), "peer_port": t.free_port(),
+                          "weight": weight})
+        cluster = {"cluster": {"name": "it", "affinity": {"mode": "none"}}, "nodes": nodes}
+        self.lb_port = getattr(self, "lb_port", None) or t.free_port()
+        frontend = {"name": "fe", "mode": mode, "bind": ["127.0.0.1:%d" % self.lb_port],
+                    "server_port": "tls" if mode == "tls" else "http", "proxy_protocol": proxy}
+        if mode == "tls":
+            frontend["inspect"] = {"timeout_ms": 1000, "on_failure": "balance"}
+        frontend.update(frontend_overrides or {})
+        lb = {"threads": threads, "frontends": [frontend],
+              "health_check": {"type": "tcp", "port": "tls" if mode == "tls" else "http",
+                               "interval_ms": 200, "timeout_ms": 200, "rise": 2, "fall": 2},
+              "log": {"level": "info"}}
+        for k, v in (lb_overrides or {}).items():
+            lb[k] = v
+        with open(os.path.join(conf, "cluster.json"), "w") as f:
+            json.dump(cluster, f, indent=1)
+        with open(os.path.join(conf, "lb.json"), "w") as f:
+            json.dump(lb, f, indent=1)
+        return conf
+
+    def start_lb(self, conf, name="lb"):
+        proc = self.spawn([t.binary("EDGEPIN_LB"), "--config-dir", conf], name)
+        t.wait_for_port("127.0.0.1", self.lb_port, timeout=15, proc=proc)
+        return proc
+
+    def kill_backend(self, backend):
+        """SIGKILLs a backend (a crash, not a clean stop)."""
+        backend.proc.kill()
+        self._procs = [(p, clean) for p, clean in self._procs if p is not backend.proc]
+
+    def lb_who(self, **kwargs):
+        return t.tls_who("127.0.0.1", self.lb_port, **kwargs)
+
+
+class Balancing(LbTestCase):
+    def test_round_robin_spreads_new_sessions_evenly(self):
+        self.add_backends(3)
+        lb = self.start_lb(self.write_config())
+        names = [self.lb_who()[0]["name"] for _ in range(30)]
+        counts = collections.Counter(names)
+        self.assertEqual(counts, {"node1": 10, "node2": 10, "node3": 10}, names)
+        # Strict turns: every window of three saw each backend once.
+        for i in range(0, 30, 3):
+            self.assertEqual(len(set(names[i:i + 3])), 3, names)
+        self.assertTrue(all(l["route"] == "balance" for l in lines_when(lb, 30)))
+
+    def test_weights_shape_the_spread(self):
+        self.add_backends(2, weights=[50, 150])
+        self.start_lb(self.write_config())
+        counts = collections.Counter(self.lb_who()[0]["name"] for _ in range(40))
+        self.assertEqual(counts, {"node1": 10, "node2": 30})
+
+    def test_ipv6_frontend(self):
+        self.add_backends(2)
+        conf = self.write_config()
+        port6 = t.free_port("::1")
+        self.start_lb(self.write_config(frontend_overrides={
+            "bind": ["127.0.0.1:%d" % self.lb_port, "[::1]:%d" % port6]}))
+        reply, _ = t.tls_who("::1", port6)
+        # The backend learns the IPv6 client from the PROXY v2 header.
+        self.assertTrue(reply["proxy_src"].startswith("[::1]:"), reply)
+        self.assertTrue(reply["proxy_dst"] == "[::1]:%d" % port6, reply)
+        del conf
+
+
+class Stickiness(LbTestCase):
+    def s_client(self, *args):
+        """`openssl s_client` through the lb sending WHO; returns the reply fields."""
+        cmd = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % self.lb_port, "-quiet"] + list(args)
+        r = subprocess.run(cmd, input=b"WHO\n", stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        line = [l for l in r.stdout.decode().splitlines() if l.startswith("name=")]
+        self.assertTrue(line, "no WHO reply: %r %r" % (r.stdout, r.stderr[-500:]))
+        return t.parse_who(line[0])
+
+    def test_tls12_session_id_resumption_sticks_via_table_like_haproxy(self):
+        # Untagged backends: only the stick table (HAProxy's recipe) can help.
+        self.add_backends(3, tags=False)
+        lb = self.start_lb(self.write_config())
+        sess = os.path.join(self.tmp, "sess.pem")
+        first = self.s_client("-tls1_2", "-no_ticket", "-sess_out", sess)
+        results = [self.s_client("-tls1_2", "-no_ticket", "-sess_in", sess) for _ in range(20)]
+        self.assertEqual([r["name"] for r in results], [first["name"]] * 20)
+        self.assertEqual([r["resumed"] for r in results], ["1"] * 20)
+        routes = [l["route"] for l in lines_when(lb, 21)]
+        self.assertEqual(routes[1:], ["stick"] * 20)
+
+    def test_tls12_ticket_resumption_sticks_via_table_for_untagged_backends(self):
+        self.add_backends(3, tags=False)
+        self.start_lb(self.write_config())
+        first, sess = self.lb_who(tls_max="1.2")
+        for _ in range(10):
+            reply, _ = self.lb_who(tls_max="1.2", session=sess)
+            self.assertEqual(reply["name"], first["name"])
+            self.assertEqual(reply["resumed"], "1")
+
+    def check_tagged(self, tls_max, no_ticket, expect_source):
+        self.add_backends(3, tags=True)
+        conf = self.write_config()
+        lb = self.start_lb(conf)
+        first, sess = self.lb_who(tls_max=tls_max, no_ticket=no_ticket)
+        for i in range(10):
+            if i == 5:
+                # A restarted lb has an empty stick table: the tag still routes.
+                lb.stop()
+                lb = self.start_lb(conf, name="lb-restarted")
+            reply, new_sess = self.lb_who(tls_max=tls_max, no_ticket=no_ticket, session=sess)
+            self.assertEqual(reply["name"], first["name"], "resumption %d went elsewhere" % i)
+            self.assertEqual(reply["resumed"], "1")
+            sess = new_sess
+        lines = lines_when(lb, 5)
+        for l in lines:
+            self.assertEqual(l["route"], "tag", l)
+            self.assertEqual(l["tag_from"], expect_source, l)
+
+    def test_tagged_tls13_psk_routes_by_tag_across_lb_restart(self):
+        self.check_tagged("1.3", False, "psk")
+
+    def test_tagged_tls12_ticket_routes_by_tag_across_lb_restart(self):
+        self.check_tagged("1.2", False, "ticket")
+
+    def test_tagged_tls12_session_id_routes_by_tag_across_lb_restart(self):
+        self.check_tagged("1.2", True, "session_id")
+
+    def test_tls13_session_id_echo_is_not_learned(self):
+        self.add_backends(3, tags=False, no_tickets=True)
+        lb = self.start_lb(self.write_config())
+        # TLS 1.3 without tickets: nothing to resume; the random
+        # legacy_session_id echo must not create table hits.
+        for _ in range(9):
+            self.lb_who(tls_max="1.3")
+        self.assertEqual(set(l["route"] for l in lines_when(lb, 9)), {"balance"})
+
+
+class Health(LbTestCase):
+    def test_killed_backend_goes_down_clients_move_and_it_comes_back(self):
+        backends = self.add_backends(3)
+        lb = self.start_lb(self.write_config())
+        victim = backends[1]
+        first, sess = None, None
+        # A session bound (by tag) to the victim.
+        for _ in range(3):
+            reply, s = self.lb_who(tls_max="1.3")
+            if reply["name"] == victim.name:
+                first, sess = reply, s
+        self.assertIsNotNone(sess)
+        self.kill_backend(victim)
+        lb.wait_for_stderr("server %s is DOWN" % victim.name, timeout=5)
+        # fall 2 x interval 200 ms: the lb knows well within a second; its
+        # tagged client is served elsewhere without error.
+        reply, _ = self.lb_who(tls_max="1.3", session=sess)
+        self.assertNotEqual(reply["name"], victim.name)
+        names = {self.lb_who()[0]["name"] for _ in range(6)}
+        self.assertNotIn(victim.name, names)
+        # It comes back on the same port after rise successful checks.
+        self.start_backend(victim.name, mode="tls", proxy="v2", port=victim.port,
+                           cert=self.pki.nodes["backend"], tag=2)
+        lb.wait_for_stderr("server %s is UP" % victim.name, timeout=5)
+        names = [self.lb_who()[0]["name"] for _ in range(6)]
+        self.assertIn(victim.name, names)
+
+    def test_all_servers_down_closes_with_a_log_line(self):
+        backends = self.add_backends(2)
+        lb = self.start_lb(self.write_config())
+        for b in backends:
+            self.kill_backend(b)
+        lb.wait_for_stderr("server node1 is DOWN", timeout=5)
+        lb.wait_for_stderr("server node2 is DOWN", timeout=5)
+        with self.assertRaises((ConnectionError, OSError)):
+            self.lb_who()
+        wait_for(lambda: any(l["end"] == "no_server" for l in conn_lines(lb)), 5, "a no_server log line")
+
+    def test_refused_connect_is_retried_then_redispatched(self):
+        backends = self.add_backends(2)
+        # Checks far apart: the lb still believes node1 is up when it is gone.
+        lb = self.start_lb(self.write_config(lb_overrides={
+            "health_check": {"type": "tcp", "interval_ms": 60000, "timeout_ms": 1000}}))
+        self.kill_backend(backends[0])
+        names = [self.lb_who()[0]["name"] for _ in range(4)]
+        self.assertEqual(names, ["node2"] * 4)
+        redispatched = [l for l in lines_when(lb, 4) if l["route"] == "redispatch"]
+        self.assertGreaterEqual(len(redispatched), 1)
+        self.assertEqual(redispatched[0]["attempts"], "4")  # 3 retries, the last elsewhere
+
+
+class ProxyProtocol(LbTestCase):
+    def test_backend_receives_client_address_and_sni(self):
+        self.add_backends(1)
+        self.start_lb(self.write_config())
+        with t.tls_connect("127.0.0.1", self.lb_port, sni="app.example.com") as s:
+            local = s.getsockname()
+            reply = t.parse_who(t.exchange(s, b"WHO\n", half_close=False).data)
+        self.assertEqual(reply["proxy_src"], "%s:%d" % local)
+        self.assertEqual(reply["proxy_dst"], "127.0.0.1:%d" % self.lb_port)
+        self.assertEqual(reply["authority"], "app.example.com")
+
+    def test_proxy_v1_option(self):
+        self.add_backends(1, proxy="v1")
+        self.start_lb(self.write_config(proxy="v1"))
+        with t.tls_connect("127.0.0.1", self.lb_port) as s:
+            local = s.getsockname()
+            reply = t.parse_who(t.exchange(s, b"WHO\n", half_close=False).data)
+        self.assertEqual(reply["proxy_src"], "%s:%d" % local)
+
+
+class Relay(LbTestCase):
+    def test_100_mb_each_way_byte_exact(self):
+        self.add_backends(1, mode="tcp")
+        self.start_lb(self.write_config(mode="tcp"))
+        size = 100 * 1024 * 1024
+        # Upload: the backend hashes what it got.
+        block = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB
+        payload = (block for _ in range(size // len(block)))
+        with t.tcp_connect("127.0.0.1", self.lb_port) as s:
+            s.sendall(b"SINK\n")
+            res = t.exchange(s, payload, half_close=True, timeout=60)
+        expect = hashlib.sha256()
+        for _ in range(size // len(block)):
+            expect.update(block)
+        self.assertEqual(res.data.decode().split(), ["sha256=" + expect.hexdigest(), "bytes=%d" % size])
+        # Download: the backend's deterministic SOURCE stream.
+        with t.tcp_connect("127.0.0.1", self.lb_port) as s:
+            s.sendall(b"SOURCE %d 7\n" % size)
+            res = t.exchange(s, b"", half_close=False, timeout=60, keep_data=False)
+        self.assertEqual(res.nbytes, size)
+        self.assertEqual(res.sha256, t.source_sha256(size, "7"))
+
+    def test_many_connections_at_once_echo_byte_exact(self):
+        self.add_backends(2, mode="tcp")
+        self.start_lb(self.write_config(mode="tcp", threads=2))
+        errors = []
+
+        def one(i):
+            data = hashlib.sha256(b"%d" % i).digest() * (4 * 1024 * 1024 // 32)  # 4 MiB
+            try:
+                with t.tcp_connect("127.0.0.1", self.lb_port) as s:
+                    s.sendall(b"ECHO\n")
+                    res = t.exchange(s, data, half_close=True, timeout=60, keep_data=False)
+                if res.sha256 != hashlib.sha256(data).hexdigest():
+                    errors.append("conn %d: hash mismatch (%d bytes)" % (i, res.nbytes))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append("conn %d: %r" % (i, e))
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(timeout=120)
+        self.assertEqual(errors, [])
+
+
+class BadInput(LbTestCase):
+    def test_garbage_truncated_and_slow_senders_do_not_disturb_others(self):
+        self.add_backends(2)
+        lb = self.start_lb(self.write_config(frontend_overrides={
+            "inspect": {"timeout_ms": 1000, "on_failure": "reject"}}))
+        garbage = t.tcp_connect("127.0.0.1", self.lb_port)
+        garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        truncated = t.tcp_connect("127.0.0.1", self.lb_port)
+        truncated.sendall(bytes.fromhex("16030100c8010000c40303"))  # hello cut short
+        slow = t.tcp_connect("127.0.0.1", self.lb_port)
+        slow_stop = threading.Event()
+
+        def drip():
+            hello = bytes.fromhex("16030100c8010000c40303") + bytes(40)
+            for b in hello:
+                if slow_stop.wait(0.2):
+                    return
+                try:
+                    slow.send(bytes([b]))
+                except OSError:
+                    return
+
+        dripper = threading.Thread(target=drip)
+        dripper.start()
+        # Meanwhile, normal clients are served at once.
+        for _ in range(5):
+            self.assertIn(self.lb_who()[0]["name"], ("node1", "node2"))
+        # Each bad connection is closed: garbage at once, the others at the
+        # inspect deadline.
+        for sock in (garbage, truncated, slow):
+            sock.settimeout(5)
+            self.assertEqual(sock.recv(100), b"")
+            sock.close()
+        slow_stop.set()
+        dripper.join()
+        ends = collections.Counter(l["end"] for l in conn_lines(lb, routed_only=False))
+        self.assertEqual(ends["inspect_error"], 1, ends)
+        self.assertEqual(ends["inspect_timeout"], 2, ends)
+        bad = [l for l in conn_lines(lb, routed_only=False) if l["end"] == "inspect_error"][0]
+        self.assertTrue(bad["inspect"].startswith("not_handshake_record@"), bad)
+
+    def test_non_tls_bytes_are_balanced_when_the_policy_says_so(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", frontend_overrides={
+            "mode": "tls", "inspect": {"timeout_ms": 1000, "on_failure": "balance"}}))
+        reply = t.tcp_who("127.0.0.1", self.lb_port)
+        self.assertEqual(reply["name"], "node1")
+        # The lb logs once both sides have closed, just after the reply.
+        line = wait_for(lambda: conn_lines(lb), 5, "the connection's log line")[-1]
+        self.assertEqual(line["route"], "balance")
+        self.assertTrue(line["inspect"].startswith("not_handshake_record"), line)
+
+
+class Limits(LbTestCase):
+    def test_server_maxconn_queues_then_times_out(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "server_maxconn": 1, "queue_size": 1, "timeouts": {"queue_ms": 1000}}))
+        hold = t.tcp_connect("127.0.0.1", self.lb_port)
+        hold.sendall(b"ECHO\n")
+        time.sleep(0.3)
+        queued = t.tcp_connect("127.0.0.1", self.lb_port)
+        time.sleep(0.2)
+        # The queue holds one: a third client is refused at once.
+        third = t.tcp_connect("127.0.0.1", self.lb_port)
+        third.settimeout(5)
+        self.assertEqual(third.recv(10), b"")
+        # The queued one gets its slot as soon as the first one leaves.
+        t.shutdown_write(hold)
+        hold.settimeout(5)
+        while hold.recv(4096):
+            pass
+        hold.close()
+        queued.sendall(b"WHO\n")
+        queued.settimeout(5)
+        self.assertTrue(queued.recv(4096).startswith(b"name=node1"))
+        queued.close()
+        third.close()
+        # A client that waits longer than the queue timeout is closed.
+        hold = t.tcp_connect("127.0.0.1", self.lb_port)
+        hold.sendall(b"ECHO\n")
+        time.sleep(0.3)
+        late = t.tcp_connect("127.0.0.1", self.lb_port)
+        late.settimeout(5)
+        self.assertEqual(late.recv(10), b"")
+        late.close()
+        hold.close()
+        ends = collections.Counter(l["end"] for l in conn_lines(lb))
+        self.assertEqual(ends["queue_full"], 1, ends)
+        self.assertEqual(ends["queue_timeout"], 1, ends)
+
+
+if __name__ == "__main__":
+    unittest.main()

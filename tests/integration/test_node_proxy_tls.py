@@ -1,0 +1,455 @@
+"""edgepin-node-proxy up to a ready client connection, as a real process:
+TLS 1.2/1.3 termination, resumption seen in the stats, PROXY v2 from
+trusted and untrusted sources, garbage instead of a PROXY header, an
+sslscan of the TLS listener, and the health endpoint following the
+upstream's state.
+
+Each test gets its own config directory: conf/ copied, its PKI made by
+deploy/make-pki.sh (once per run, then copied), node1's ports set to free
+ones, in front of a small HTTP/1.1 upstream on loopback that echoes the
+request it received as JSON.
+
+Run through ctest (EDGEPIN_NODE_PROXY is set there), or:
+    EDGEPIN_NODE_PROXY=build/node-proxy/edgepin-node-proxy \
+        /usr/bin/python3 -m unittest -v test_node_proxy_tls
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import unittest
+
+import edgepin_testlib as lib
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+NODE = "node1"
+NODE_ADDRESS = "127.0.0.11"  # node1's address in conf/cluster.json
+NODE_TAG = 1
+TRUSTED = "127.0.0.1"        # the test's own source address, trusted as the "lb"
+UNTRUSTED = "127.0.0.2"      # a source the listeners do not trust
+STEP = 0.05                  # polling step, seconds
+
+# A minimal HTTP/1.1 upstream: answers every GET with the request line and
+# headers it received, as JSON; exits 0 on SIGTERM.
+UPSTREAM = r"""
+import http.server, json, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"path": self.path,
+                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Echo)
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+_template = None  # a config directory with its PKI, made once per run
+
+
+def setUpModule():
+    global _template
+    _template = tempfile.TemporaryDirectory(prefix="edgepin-np-conf-")
+    conf = os.path.join(_template.name, "conf")
+    shutil.copytree(os.path.join(REPO, "conf"), conf)
+    subprocess.run(["bash", os.path.join(REPO, "deploy", "make-pki.sh"), conf], check=True,
+                   stdout=subprocess.DEVNULL, timeout=120)
+
+
+def tearDownModule():
+    if _template is not None:
+        _template.cleanup()
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+
+
+class NodeProxyTlsTest(lib.EdgepinTestCase):
+    """Starts node1's node-proxy with PROXY v2 required on both listeners
+    (trusted: 127.0.0.1 only) unless a test says otherwise."""
+
+    def make_config(self, proxy_protocol="v2", upstream_port=None):
+        conf = os.path.join(self.tmp, "conf")
+        shutil.copytree(os.path.join(_template.name, "conf"), conf)
+        self.tls_port = lib.free_port(NODE_ADDRESS)
+        self.http_port = lib.free_port(NODE_ADDRESS)
+        self.upstream_port = upstream_port or lib.free_port(NODE_ADDRESS)
+        cluster = read_json(os.path.join(conf, "cluster.json"))
+        for n in cluster["nodes"]:
+            if n["name"] == NODE:
+                self.assertEqual(n["address"], NODE_ADDRESS)
+                n["tls_port"] = self.tls_port
+                n["http_port"] = self.http_port
+                n["peer_port"] = lib.free_port(NODE_ADDRESS)
+                n["upstream"] = "%s:%d" % (NODE_ADDRESS, self.upstream_port)
+        write_json(os.path.join(conf, "cluster.json"), cluster)
+        np = read_json(os.path.join(conf, "node-proxy.json"))
+        np["threads"] = 2
+        for listener in np["listeners"]:
+            listener["proxy_protocol"] = proxy_protocol
+            if proxy_protocol == "none":
+                listener.pop("trusted_proxies", None)
+            else:
+                listener["trusted_proxies"] = [TRUSTED + "/32"]
+        np["health"].update({"check_interval_ms": 200, "check_timeout_ms": 150, "rise": 1, "fall": 1})
+        np["stats"]["allow"] = ["127.0.0.0/8"]
+        write_json(os.path.join(conf, "node-proxy.json"), np)
+        return conf
+
+    def start_upstream(self):
+        proc = self.spawn(["/usr/bin/python3", "-c", UPSTREAM, NODE_ADDRESS, str(self.upstream_port)],
+                          "upstream")
+        proc.wait_for_stdout_line("listening", timeout=10)
+        return proc
+
+    def start_node_proxy(self, conf):
+        proc = self.spawn([lib.binary("EDGEPIN_NODE_PROXY"), "--config-dir", conf, "--node", NODE],
+                          "node-proxy")
+        proc.wait_for_stderr("workers; listeners:", timeout=15)
+        self.node_proxy = proc
+        return proc
+
+    def setup_node(self, proxy_protocol="v2", upstream=True, wait_up=True):
+        conf = self.make_config(proxy_protocol)
+        if upstream:
+            self.upstream = self.start_upstream()
+        self.start_node_proxy(conf)
+        if upstream and wait_up:
+            self.node_proxy.wait_for_stderr("is UP", timeout=10)
+
+    # --------------------------------------------------------- clients
+
+    def header_for(self, client=("203.0.113.7", 50123), public=("198.51.100.1", 443)):
+        return lib.proxy_v2(client, public)
+
+    def https(self, path="/", proxy_header=None, source=TRUSTED, tls_max=None, no_ticket=False,
+              session=None, sni=NODE):
+        """One request over a new TLS connection. Returns (status, body
+        bytes, ssl socket facts)."""
+        raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(source, 0), timeout=10)
+        try:
+            if proxy_header:
+                raw.sendall(proxy_header)
+            ctx = lib.client_context(tls_max=tls_max, no_ticket=no_ticket)
+            s = ctx.wrap_socket(raw, server_hostname=sni, session=session)
+        except BaseException:
+            raw.close()
+            raise
+        with s:
+            facts = {"version": s.version(), "reused": s.session_reused,
+                     "alpn": s.selected_alpn_protocol()}
+            conn = http.client.HTTPConnection(NODE, timeout=10)
+            conn.sock = s
+            conn.request("GET", path, headers={"Connection": "close"})
+            resp = conn.getresponse()
+            # Taken before the body is read: reading it to the end closes
+            # the socket. A TLS 1.3 ticket arrived before the response.
+            facts["session"] = s.session
+            body = resp.read()
+            conn.close()
+        return resp.status, body, facts
+
+    def http(self, path, proxy_header=None, source=TRUSTED):
+        """One request over the plain listener. Returns (status, body)."""
+        s = lib.tcp_connect(NODE_ADDRESS, self.http_port, source=(source, 0), timeout=10)
+        with s:
+            if proxy_header:
+                s.sendall(proxy_header)
+            conn = http.client.HTTPConnection(NODE, timeout=10)
+            conn.sock = s
+            conn.request("GET", path, headers={"Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+            conn.close()
+        return resp.status, body
+
+    def stats(self, proxy=True):
+        header = lib.proxy_v2((TRUSTED, 40000), (NODE_ADDRESS, self.http_port)) if proxy else None
+        status, body = self.http("/_edgepin/stats?json", proxy_header=header)
+        self.assertEqual(status, 200, body)
+        return json.loads(body)
+
+    def wait_stats(self, predicate, what, timeout=5.0, proxy=True):
+        """Polls the stats until predicate(stats) holds; returns them."""
+        deadline = time.monotonic() + timeout
+        stats = self.stats(proxy)
+        while not predicate(stats) and time.monotonic() < deadline:
+            time.sleep(STEP)
+            stats = self.stats(proxy)
+        self.assertTrue(predicate(stats), "%s; stats: %s" % (what, json.dumps(stats, indent=1)))
+        return stats
+
+    # ----------------------------------------------------------- tests
+
+    def test_tls12_and_tls13_with_trusted_proxy_v2(self):
+        self.setup_node()
+        for tls in ("1.2", "1.3"):
+            with self.subTest(tls=tls):
+                status, body, facts = self.https("/who", proxy_header=self.header_for(), tls_max=tls)
+                self.assertEqual(status, 200, body)
+                self.assertEqual(facts["version"], "TLSv" + tls)
+                self.assertEqual(facts["alpn"], None)  # the client offered none
+                echo = json.loads(body)
+                self.assertEqual(echo["path"], "/who")
+                # The client address and public port come from the PROXY header.
+                self.assertEqual(echo["headers"].get("x-forwarded-for"), "203.0.113.7")
+                self.assertEqual(echo["headers"].get("x-forwarded-port"), "443")
+                self.assertEqual(echo["headers"].get("x-forwarded-proto"), "https")
+        # A LOCAL header (the lb's own check) is accepted: the peer is the client.
+        status, body, _ = self.https("/local", proxy_header=lib.proxy_v2(local=True))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["headers"].get("x-forwarded-for"), TRUSTED)
+        # ALPN: http/1.1 is chosen when offered beside h2.
+        raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+        raw.sendall(self.header_for())
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2", "http/1.1"])
+        with ctx.wrap_socket(raw, server_hostname=NODE) as s:
+            self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+
+    def test_resumption_is_tagged_and_counted(self):
+        self.setup_node()
+        cases = [("1.2", False), ("1.2", True), ("1.3", False)]
+        for tls, no_ticket in cases:
+            with self.subTest(tls=tls, no_ticket=no_ticket):
+                status, _, first = self.https(proxy_header=self.header_for(), tls_max=tls, no_ticket=no_ticket)
+                self.assertEqual(status, 200)
+                self.assertFalse(first["reused"])
+                session = first["session"]
+                if no_ticket:
+                    # TLS 1.2 by session ID: the server chose the ID, with our tag.
+                    decoded = lib.decode_session_id(session.id)
+                    self.assertIsNotNone(decoded, session.id.hex())
+                    self.assertEqual(decoded.tag, NODE_TAG)
+                else:
+                    self.assertTrue(session.has_ticket)
+                status, _, second = self.https(proxy_header=self.header_for(), tls_max=tls,
+                                               no_ticket=no_ticket, session=session)
+                self.assertEqual(status, 200)
+                self.assertTrue(second["reused"], "not resumed: TLS %s no_ticket=%s" % (tls, no_ticket))
+        stats = self.wait_stats(lambda s: s["tls"]["handshakes_resumed"] >= len(cases),
+                                "resumed handshakes counted")
+        self.assertEqual(stats["tls"]["handshakes_resumed"], len(cases))
+        self.assertEqual(stats["tls"]["handshakes_full"], len(cases))
+        self.assertEqual(stats["node"], NODE)
+        self.assertEqual(stats["tag"], NODE_TAG)
+        self.assertTrue(stats["tls"]["tickets"])
+        self.assertGreaterEqual(stats["tls"]["ticket_key_epoch"], 1)
+        # The HTML page carries the same numbers for people.
+        status, html = self.http("/_edgepin/stats",
+                                 proxy_header=lib.proxy_v2((TRUSTED, 40001), (NODE_ADDRESS, self.http_port)))
+        self.assertEqual(status, 200)
+        self.assertIn(b"<th>resumed handshakes</th><td>%d</td>" % len(cases), html)
+
+    def test_untrusted_proxy_source_is_refused(self):
+        self.setup_node()
+        for port, tls in ((self.tls_port, True), (self.http_port, False)):
+            with self.subTest(tls=tls):
+                s = lib.tcp_connect(NODE_ADDRESS, port, source=(UNTRUSTED, 0), timeout=10)
+                with s:
+                    # A well-formed header does not help an untrusted source.
+                    try:
+                        s.sendall(self.header_for())
+                        data = s.recv(1024)
+                    except (ConnectionResetError, BrokenPipeError):
+                        data = b""
+                    self.assertEqual(data, b"")  # closed without a byte
+        self.node_proxy.wait_for_stderr("from %s" % UNTRUSTED, timeout=5)
+        err = self.node_proxy.stderr_text()
+        self.assertRegex(err, r"connection from 127\.0\.0\.2:\d+ refused: not a trusted PROXY source")
+        stats = self.wait_stats(lambda s: s["connections"]["refused_untrusted"] >= 2, "refusals counted")
+        self.assertEqual(stats["connections"]["refused_untrusted"], 2)
+        # The same request from the trusted source is served.
+        status, _, _ = self.https(proxy_header=self.header_for())
+        self.assertEqual(status, 200)
+
+    def test_garbage_instead_of_proxy_header(self):
+        self.setup_node()
+        # A connection in progress: PROXY header and TLS handshake done,
+        # request not sent yet.
+        raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+        raw.sendall(self.header_for())
+        ctx = lib.client_context()
+        good = ctx.wrap_socket(raw, server_hostname=NODE)
+        try:
+            # Meanwhile a trusted source sends HTTP where the header belongs.
+            bad = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+            with bad:
+                bad.sendall(b"GET / HTTP/1.1\r\nHost: node1\r\n\r\n")
+                try:
+                    data = bad.recv(1024)
+                except ConnectionResetError:
+                    data = b""
+                self.assertEqual(data, b"")
+            self.node_proxy.wait_for_stderr("proxy_header_invalid", timeout=5)
+            self.assertRegex(self.node_proxy.stderr_text(),
+                             r"listener https: connection from 127\.0\.0\.1:\d+ closed: "
+                             r"proxy_header_invalid: \S+ at byte \d+")
+            # The first connection is unaffected.
+            conn = http.client.HTTPConnection(NODE, timeout=10)
+            conn.sock = good
+            conn.request("GET", "/still-fine", headers={"Connection": "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+            self.assertEqual(resp.status, 200, body)
+            self.assertEqual(json.loads(body)["path"], "/still-fine")
+        finally:
+            good.close()
+        stats = self.wait_stats(lambda s: s["connections"]["proxy_header_errors"] >= 1, "error counted")
+        self.assertEqual(stats["connections"]["proxy_header_errors"], 1)
+
+    def test_sslscan_finds_no_old_protocol_or_weak_cipher(self):
+        # sslscan cannot send a PROXY header: a listener without one.
+        self.setup_node(proxy_protocol="none")
+        result = subprocess.run(["sslscan", "--no-colour", "%s:%d" % (NODE_ADDRESS, self.tls_port)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=180)
+        out = result.stdout.decode("utf-8", "replace")
+        self.assertEqual(result.returncode, 0, out)
+        protocols = dict(re.findall(r"^(SSLv2|SSLv3|TLSv1\.[0-3])\s+(enabled|disabled)\s*$", out, re.M))
+        self.assertEqual(protocols, {"SSLv2": "disabled", "SSLv3": "disabled", "TLSv1.0": "disabled",
+                                     "TLSv1.1": "disabled", "TLSv1.2": "enabled", "TLSv1.3": "enabled"}, out)
+        self.assertIn("Session renegotiation not supported", out)
+        for line in out.splitlines():
+            if "heartbleed" in line:
+                self.assertIn("not vulnerable", line)
+        ciphers = re.findall(r"^(?:Preferred|Accepted)\s+(TLSv1\.[23])\s+(\d+) bits\s+(\S+)", out, re.M)
+        self.assertTrue(ciphers, "sslscan listed no accepted cipher:\n" + out)
+        for version, bits, name in ciphers:
+            with self.subTest(cipher=name):
+                self.assertGreaterEqual(int(bits), 128, out)
+                if version == "TLSv1.3":
+                    self.assertTrue(name.startswith("TLS_"), name)
+                else:
+                    # Forward secret and AEAD only: no RSA key exchange, no
+                    # CBC/RC4/3DES/NULL/export/anonymous suites.
+                    self.assertRegex(name, r"^(ECDHE|DHE)-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
+
+    def test_health_follows_the_upstream(self):
+        self.setup_node(upstream=False)
+        header = lambda: lib.proxy_v2((TRUSTED, 40002), (NODE_ADDRESS, self.http_port))
+
+        def wait_health(expected, timeout=10.0):
+            deadline = time.monotonic() + timeout
+            status, body = self.http("/_edgepin/health", proxy_header=header())
+            while status != expected and time.monotonic() < deadline:
+                time.sleep(STEP)
+                status, body = self.http("/_edgepin/health", proxy_header=header())
+            self.assertEqual(status, expected, body)
+            return body
+
+        body = wait_health(503)
+        self.assertIn(b"tomcat", body.lower())
+        # Requests get an error answer, not a hang.
+        status, _ = self.http("/app", proxy_header=header())
+        self.assertIn(status, (502, 503))
+        self.upstream = self.start_upstream()
+        wait_health(200)
+        self.node_proxy.wait_for_stderr("is UP", timeout=5)
+        self.assertEqual(self.stats()["tomcat"]["up"], True)
+        self.upstream.stop()
+        wait_health(503)
+        self.node_proxy.wait_for_stderr("is DOWN", timeout=5)
+        self.assertEqual(self.stats()["tomcat"]["up"], False)
+
+    def test_max_connections(self):
+        conf = self.make_config()
+        np = read_json(os.path.join(conf, "node-proxy.json"))
+        np["limits"]["max_connections"] = 2
+        write_json(os.path.join(conf, "node-proxy.json"), np)
+        self.upstream = self.start_upstream()
+        self.start_node_proxy(conf)
+        held = []
+        try:
+            for _ in range(2):
+                raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+                raw.sendall(self.header_for())
+                held.append(lib.client_context().wrap_socket(raw, server_hostname=NODE))
+            # The third is closed at once, without a byte.
+            extra = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+            with extra:
+                try:
+                    data = extra.recv(1024)
+                except ConnectionResetError:
+                    data = b""
+                self.assertEqual(data, b"")
+            self.node_proxy.wait_for_stderr("max_connections 2 reached", timeout=5)
+        finally:
+            for s in held:
+                s.close()
+        # Capacity comes back as the held connections end.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                status, _, _ = self.https(proxy_header=self.header_for())
+                break
+            except (ConnectionError, ssl.SSLError, socket.timeout):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(STEP)
+        self.assertEqual(status, 200)
+        stats = self.stats()
+        self.assertGreaterEqual(stats["connections"]["refused_limit"], 1)
+
+    def test_sigterm_closes_idle_keepalive_connections_at_once(self):
+        self.setup_node()
+        raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(TRUSTED, 0), timeout=10)
+        raw.sendall(self.header_for())
+        s = lib.client_context().wrap_socket(raw, server_hostname=NODE)
+        with s:
+            conn = http.client.HTTPConnection(NODE, timeout=10)
+            conn.sock = s
+            conn.request("GET", "/keep")
+            resp = conn.getresponse()
+            resp.read()
+            self.assertEqual(resp.status, 200)
+            self.assertFalse(resp.will_close)  # the connection stays open, idle
+            started = time.monotonic()
+            self.node_proxy.signal(signal.SIGTERM)
+            # The idle connection is closed by the node-proxy, well before
+            # the grace period (10 s) would end it.
+            try:
+                data = s.recv(1024)
+            except (ConnectionResetError, ssl.SSLError):
+                data = b""
+            self.assertEqual(data, b"")
+        self.node_proxy.popen.wait(timeout=10)
+        self.assertLess(time.monotonic() - started, 5.0)
+        self.assertEqual(self.node_proxy.returncode, 0, self.node_proxy.describe())
+
+    def test_sigterm_stops_cleanly_and_sighup_is_logged(self):
+        self.setup_node()
+        self.node_proxy.signal(signal.SIGHUP)
+        self.node_proxy.wait_for_stderr("reload is not supported yet", timeout=5)
+        status, _, _ = self.https(proxy_header=self.header_for())
+        self.assertEqual(status, 200)
+        rc = self.node_proxy.stop(timeout=15)
+        self.assertEqual(rc, 0, self.node_proxy.describe())
+        self.assertIn("stopped", self.node_proxy.stderr_text())
+
+
+if __name__ == "__main__":
+    unittest.main()
