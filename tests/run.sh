@@ -3,7 +3,7 @@
 #   1. installs missing dependencies (deploy/install-deps.sh)
 #   2. builds and runs every test through ctest (unit, fuzz corpus replay,
 #      integration, end-to-end with real Tomcat)
-#   3. builds again with ASan+UBSan and reruns unit, fuzz and integration
+#   3. builds again with ASan+UBSan and reruns the unit tests and fuzz corpora
 #   4. builds the libFuzzer targets with clang and runs each for a bounded time
 # Exits non-zero on any failure. Environment knobs:
 #   EDGEPIN_JOBS          parallel build/test jobs (default: CPU count)
@@ -33,10 +33,10 @@ if [ "${EDGEPIN_SKIP_ASAN:-0}" != 1 ]; then
   cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DEDGEPIN_SANITIZE=ON >/dev/null
   cmake --build "$root/build-asan" -j "$jobs"
   step "tests under ASan + UBSan"
-  # End-to-end tests with Tomcat run once, in the normal build: they test
-  # the same code paths as the integration tests, at ten times the cost.
+  # Unit tests and the fuzz corpora run under the sanitizers; the
+  # integration and end-to-end tests run once, in the normal build.
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs" -LE e2e
+    ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs" -L 'unit|fuzz'
 fi
 
 if [ "$fuzz_seconds" != 0 ]; then
