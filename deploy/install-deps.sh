@@ -6,7 +6,7 @@ set -euo pipefail
 
 PACKAGES=(
   # build
-  build-essential g++ cmake pkg-config git
+  build-essential g++ cmake pkg-config git dpkg-dev
   libssl-dev libevent-dev nlohmann-json3-dev catch2
   # libFuzzer build
   clang libclang-rt-14-dev
