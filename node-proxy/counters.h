@@ -86,11 +86,11 @@ struct NodeCounters {
   Counter http_idle_timeouts;  // keep-alive connections closed while idle
 
   // Upstream (Tomcat).
-  Counter upstream_connects;
-  Counter upstream_reuses;
-  Counter upstream_connect_errors;
-  Counter upstream_timeouts;
-  Counter upstream_retries;    // re-sent once after a reused connection died
+  Counter upstream_connects;        // new connections opened (UpstreamPool::connect)
+  Counter upstream_reuses;          // idle pooled connections handed out again
+  Counter upstream_connect_errors;  // connects refused or timed out (502/503/504)
+  Counter upstream_timeouts;        // response_timeout reached (504 or cut)
+  Counter upstream_retries;         // re-sent once after a reused connection died
 };
 
 }  // namespace edgepin::nodeproxy

@@ -13,7 +13,9 @@
 //     HTTP/1.1: the upstream connection is the proxy's and is kept alive.
 //   - hop-by-hop fields go (Connection and every field it names,
 //     Keep-Alive, Proxy-Connection, TE, Trailer, Upgrade unless the request
-//     will be tunnelled), and so do the received framing fields: the proxy
+//     will be tunnelled; TE goes even as "trailers": trailers are passed
+//     through in both directions whatever the upstream was told), and so do
+//     the received framing fields: the proxy
 //     writes one Content-Length or "Transfer-Encoding: chunked" from the
 //     parser's BodyFraming, never the client's text.
 //   - the forwarding fields (X-Forwarded-For/-Proto/-Port/-Host/-SSL/

@@ -149,10 +149,8 @@ HttpConnection::HttpConnection(WorkerContext& ctx, BufferEventPtr client, Client
       prebuffer_(evbuffer_new()),
       request_limits_(request_limits(cfg_)),
       response_limits_(response_limits(cfg_)),
-      // The input buffers must hold a whole head; beyond that they only
-      // hold what one watermark allows (pipelined requests wait in the
-      // kernel).
-      client_input_cap_(std::max(request_limits_.max_head_bytes, kHighWatermark)),
+      head_input_cap_(request_limits_.max_head_bytes),
+      body_input_cap_(std::max(request_limits_.max_head_bytes, kHighWatermark)),
       upstream_input_cap_(std::max(response_limits_.max_head_bytes, kHighWatermark)),
       client_timeout_(to_timeval(cfg_.timeouts.client)),
       response_timeout_(to_timeval(cfg_.upstream.response_timeout)),
@@ -164,9 +162,8 @@ HttpConnection::~HttpConnection() = default;
 void HttpConnection::start() {
   bufferevent* c = client_.get();
   bufferevent_setcb(c, client_read_cb, client_write_cb, client_event_cb, this);
-  bufferevent_setwatermark(c, EV_READ, 0, client_input_cap_);
   bufferevent_setwatermark(c, EV_WRITE, kLowWatermark, 0);
-  bufferevent_set_timeouts(c, nullptr, &client_timeout_);
+  set_reading_body(false);
   bufferevent_enable(c, EV_WRITE);
   set_client_reading(true);
   // The first request's header deadline runs from the accept (after the
@@ -397,10 +394,10 @@ void HttpConnection::on_request_head(size_t consumed) {
   ex_.body_done = !has_body(h.framing);
   if (!ex_.body_done && !ex_.expect_continue) {
     state_ = State::BufferingBody;
-    set_client_body_timeout(true);
+    set_reading_body(true);
     return;
   }
-  if (!ex_.body_done) set_client_body_timeout(true);
+  if (!ex_.body_done) set_reading_body(true);
   start_upstream(false);
 }
 
@@ -474,7 +471,7 @@ void HttpConnection::step_buffer_body() {
     return;
   }
   if (ex_.body_done || evbuffer_get_length(prebuffer_.get()) >= kPrebufferBytes) {
-    if (ex_.body_done) set_client_body_timeout(false);
+    if (ex_.body_done) set_reading_body(false);
     start_upstream(false);
     return;
   }
@@ -585,7 +582,7 @@ void HttpConnection::step_proxy() {
         return;
       }
       if (ex_.body_done) {
-        set_client_body_timeout(false);
+        set_reading_body(false);
         update_upstream_timeouts();
       }
     }
@@ -910,6 +907,14 @@ void HttpConnection::abort_request(RequestEnd end, std::string detail) {
   if (state_ == State::Closed) return;
   if (ex_.error.empty()) ex_.error = std::move(detail);
   end_request(end);
+  if (ex_.response_started && client_) {
+    // A response cut short must not look complete to the client (a
+    // close-delimited one would): close with a reset, not a FIN.
+    if (evutil_socket_t fd = bufferevent_getfd(client_.get()); fd >= 0) {
+      const linger reset{1, 0};
+      ::setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+    }
+  }
   finish_connection();
 }
 
@@ -967,7 +972,7 @@ void HttpConnection::next_request() {
   upstream_eof_ = false;
   upstream_error_ = 0;
   state_ = State::ReadingHead;
-  set_client_body_timeout(false);
+  set_reading_body(false);
   set_client_reading(true);
   arm_timer(TimerKind::Idle, cfg_.timeouts.client_idle);
   again_ = true;
@@ -978,7 +983,7 @@ void HttpConnection::begin_closing() {
   cancel_timer();
   state_ = State::Closing;
   bufferevent* c = client_.get();
-  set_client_body_timeout(false);
+  set_reading_body(false);
   // write_cb now fires only once everything has been written.
   bufferevent_setwatermark(c, EV_WRITE, 0, 0);
   again_ = true;
@@ -1049,11 +1054,15 @@ void HttpConnection::set_client_reading(bool on) {
   else bufferevent_disable(client_.get(), EV_READ);
 }
 
-void HttpConnection::set_client_body_timeout(bool on) {
+void HttpConnection::set_reading_body(bool on) {
   if (!client_) return;
   // The write timeout always applies: a client that stops reading its
-  // response is dropped after `client`.
+  // response is dropped after `client`; the read timeout only while a body
+  // is due.
   bufferevent_set_timeouts(client_.get(), on ? &client_timeout_ : nullptr, &client_timeout_);
+  // A body streams through a watermark's worth of input; otherwise the
+  // input holds at most one head (pipelined requests wait in the kernel).
+  bufferevent_setwatermark(client_.get(), EV_READ, 0, on ? body_input_cap_ : head_input_cap_);
 }
 
 void HttpConnection::update_upstream_timeouts() {

@@ -71,6 +71,16 @@
 //   - After an error answered before the response began (502, 503, 504),
 //     the client connection stays open if its request was fully read;
 //     parse errors, body errors and 408 always close it.
+//   - Access log: one line per request (info; with the access log off,
+//     failed requests still get theirs as a warning), key=value:
+//       http client= listener= tls= resumed= sni= method= path= status=
+//            bytes_in= bytes_out= upstream= reused= connect_ms= upstream_ms=
+//            total_ms= end= [retried=1] [error="..."]
+//     path is the target as received, %-escaped outside visible ASCII and
+//     cut at kLogTargetMax; upstream_ms runs from the request head written
+//     to the response head received (the upstream's think time); end is
+//     the RequestEnd (counters.h). Passing health checks are counted, not
+//     logged (HAProxy's monitor-uri).
 //   - shutdown() finishes the request in progress (its response says
 //     "Connection: close") and closes; an idle connection closes at once; a
 //     tunnel runs on until it ends or the owner destroys the connection.
@@ -253,7 +263,8 @@ class HttpConnection {
   void arm_timer(TimerKind kind, std::chrono::milliseconds after);
   void cancel_timer();
   void set_client_reading(bool on);
-  void set_client_body_timeout(bool on);
+  // Entering or leaving a request body: client read timeout and input cap.
+  void set_reading_body(bool on);
   void update_upstream_timeouts();
   void set_upstream_reading(bool on);
 
@@ -273,8 +284,9 @@ class HttpConnection {
   TimerKind timer_kind_ = TimerKind::None;
   http1::Limits request_limits_;
   http1::Limits response_limits_;
-  size_t client_input_cap_;
-  size_t upstream_input_cap_;
+  size_t head_input_cap_;      // client input between bodies: one head
+  size_t body_input_cap_;      // client input while a body streams
+  size_t upstream_input_cap_;  // a whole response head, or a watermark
   timeval client_timeout_{};
   timeval response_timeout_{};
   http1::RequestParser request_parser_;

@@ -267,6 +267,57 @@ class Health(LbTestCase):
         self.assertEqual(redispatched[0]["attempts"], "4")  # 3 retries, the last elsewhere
 
 
+class HealthCheckTypes(LbTestCase):
+    def test_tls_hello_check_sees_a_modern_server_go_and_come_back(self):
+        backends = self.add_backends(2)
+        lb = self.start_lb(self.write_config(lb_overrides={
+            "health_check": {"type": "tls-hello", "port": "tls", "proxy_protocol": "v2",
+                             "interval_ms": 200, "timeout_ms": 200, "rise": 2, "fall": 2}}))
+        # A TLS 1.2/1.3 server answers the check's ClientHello: nobody goes down.
+        time.sleep(1.0)
+        self.assertNotIn("is DOWN", lb.stderr_text())
+        self.kill_backend(backends[0])
+        lb.wait_for_stderr("server node1 is DOWN (tls-hello check", timeout=5)
+        self.start_backend("node1", mode="tls", proxy="v2", port=backends[0].port,
+                           cert=self.pki.nodes["backend"], tag=1)
+        lb.wait_for_stderr("server node1 is UP", timeout=5)
+
+    def test_http_check_follows_the_status_code(self):
+        import http.server
+
+        status = {"code": 200}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                self.send_response(status["code"] if self.path == "/_edgepin/health" else 404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        self.add_backends(1, mode="tcp")
+        conf = self.write_config(mode="tcp", lb_overrides={
+            "health_check": {"type": "http", "port": server.server_address[1], "path": "/_edgepin/health",
+                             "interval_ms": 200, "timeout_ms": 200, "rise": 2, "fall": 2}})
+        lb = self.start_lb(conf)
+        time.sleep(0.8)
+        self.assertNotIn("is DOWN", lb.stderr_text())
+        self.assertEqual(t.tcp_who("127.0.0.1", self.lb_port)["name"], "node1")
+        status["code"] = 503
+        lb.wait_for_stderr("server node1 is DOWN (http check: bad_status 503", timeout=5)
+        with self.assertRaises((ConnectionError, OSError)):
+            t.tcp_who("127.0.0.1", self.lb_port)
+        status["code"] = 302  # 3xx counts as up, like HAProxy
+        lb.wait_for_stderr("server node1 is UP", timeout=5)
+        self.assertEqual(t.tcp_who("127.0.0.1", self.lb_port)["name"], "node1")
+
+
 class ProxyProtocol(LbTestCase):
     def test_backend_receives_client_address_and_sni(self):
         self.add_backends(1)
@@ -387,6 +438,20 @@ class BadInput(LbTestCase):
 
 
 class Limits(LbTestCase):
+    def test_idle_relay_is_closed_after_the_tunnel_timeout(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "timeouts": {"tunnel_ms": 500}}))
+        s = t.tcp_connect("127.0.0.1", self.lb_port)
+        s.sendall(b"ECHO\n")
+        s.settimeout(5)
+        started = time.monotonic()
+        self.assertEqual(s.recv(10), b"")
+        self.assertGreaterEqual(time.monotonic() - started, 0.4)
+        s.close()
+        line = wait_for(lambda: [l for l in conn_lines(lb) if l["end"] == "idle_timeout"], 5, "idle_timeout line")
+        self.assertEqual(line[0]["server"], "node1")
+
     def test_server_maxconn_queues_then_times_out(self):
         self.add_backends(1, mode="tcp")
         lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={

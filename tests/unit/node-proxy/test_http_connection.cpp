@@ -1140,3 +1140,139 @@ TEST_CASE("shutdown finishes the request in progress, then closes") {
     CHECK(idle.reader.responses.empty());
   }
 }
+
+namespace {
+
+// Captures what the process writes to stderr (where log lines go) while
+// it lives.
+class StderrCapture {
+ public:
+  StderrCapture() {
+    REQUIRE(pipe(pipe_) == 0);
+    fcntl(pipe_[0], F_SETFL, O_NONBLOCK);
+    saved_ = dup(STDERR_FILENO);
+    dup2(pipe_[1], STDERR_FILENO);
+  }
+  ~StderrCapture() {
+    dup2(saved_, STDERR_FILENO);
+    ::close(saved_);
+    ::close(pipe_[0]);
+    ::close(pipe_[1]);
+  }
+  std::vector<std::string> lines() {
+    char buf[4096];
+    for (ssize_t n; (n = ::read(pipe_[0], buf, sizeof buf)) > 0;) text_.append(buf, static_cast<size_t>(n));
+    std::vector<std::string> out;
+    std::istringstream in(text_);
+    for (std::string l; std::getline(in, l);)
+      if (l.find(" http client=") != std::string::npos) out.push_back(l);
+    return out;
+  }
+
+ private:
+  int pipe_[2] = {-1, -1};
+  int saved_ = -1;
+  std::string text_;
+};
+
+}  // namespace
+
+TEST_CASE("access log: one key=value line per request, sanitised and bounded") {
+  Harness h;
+  echo_meta(h);
+  StderrCapture capture;
+  SECTION("access_log on: every request") {
+    h.cfg.log.access_log = true;
+    Client& c = h.connect();
+    h.send(c, "GET /x?q=\"a\" HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+    const std::string long_path = "/" + std::string(600, 'p');
+    h.send(c, "GET " + long_path + " HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+    REQUIRE(h.wait_responses(c, 2));
+    const auto lines = capture.lines();
+    REQUIRE(lines.size() == 2);
+    const std::string& l = lines[0];
+    INFO(l);
+    for (const char* part : {" client=192.0.2.10:51000 ", " listener=https ", " tls=TLSv1.3 ", " resumed=0 ",
+                             " sni=app.example ", " method=GET ", " path=/x?q=%22a%22 ", " status=200 ",
+                             " upstream=tomcat ", " reused=0 ", " connect_ms=", " upstream_ms=", " total_ms=",
+                             " end=complete"}) {
+      CHECK(l.find(part) != std::string::npos);
+    }
+    CHECK(l.find(" bytes_in=" + std::to_string(std::string("GET /x?q=\"a\" HTTP/1.1\r\nHost: a\r\n\r\n").size()) +
+                 " ") != std::string::npos);
+    INFO(lines[1]);
+    CHECK(lines[1].find(" path=" + long_path.substr(0, kLogTargetMax) + "... ") != std::string::npos);
+    CHECK(lines[1].find(" reused=1 ") != std::string::npos);
+  }
+  SECTION("access_log off: only failures, as warnings") {
+    h.cfg.log.access_log = false;
+    Client& c = h.connect();
+    h.send(c, "GET /fine HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+    REQUIRE(h.wait_responses(c, 1));
+    h.send(c, "GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "GET");
+    REQUIRE(h.wait_eof(c));
+    const auto lines = capture.lines();
+    REQUIRE(lines.size() == 1);
+    INFO(lines[0]);
+    CHECK(lines[0].find("warning") != std::string::npos);
+    CHECK(lines[0].find(" status=400 ") != std::string::npos);
+    CHECK(lines[0].find(" end=bad_request ") != std::string::npos);
+    CHECK(lines[0].find("error=\"multiple_host\"") != std::string::npos);
+  }
+}
+
+TEST_CASE("upstream misbehaving and clients giving up") {
+  Harness h;
+  SECTION("invalid response head: 502, connection not reused") {
+    h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) {
+      c.send("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    };
+    Client& c = h.connect();
+    h.send(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+    REQUIRE(h.wait_responses(c, 1));
+    CHECK(c.reader.responses[0].status == 502);
+    CHECK(ends(h, RequestEnd::UpstreamInvalid) == 1);
+    CHECK(h.pool->idle_count() == 0);
+  }
+  SECTION("body cut short after the head went out: the client connection is cut") {
+    h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) {
+      c.send("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten!!");
+      c.close_when_flushed();
+    };
+    Client& c = h.connect();
+    h.send(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+    REQUIRE(h.run_until([&] { return c.reader.eof || !h.alive(c); }));
+    h.run_until([&] { return c.reader.eof; }, 200ms);
+    // Whatever the client got, it never looks like a complete response.
+    CHECK(c.reader.finals() == 0);
+    CHECK(ends(h, RequestEnd::UpstreamClosed) == 1);
+  }
+  SECTION("early answer before the request body was read: relayed with Connection: close") {
+    h.upstream->on_head = [](Upstream::Conn& c, const UpRequest&) {
+      c.send("HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\n\r\nbig!");
+    };
+    h.upstream->on_request = [](Upstream::Conn&, const UpRequest&) {};
+    Client& c = h.connect();
+    const size_t size = 1024 * 1024;  // well past the pre-buffer
+    h.send(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n", "POST");
+    h.send(c, std::string(256 * 1024, 'x'));
+    REQUIRE(h.wait_responses(c, 1));
+    CHECK(c.reader.responses[0].status == 413);
+    CHECK(c.reader.responses[0].header("Connection") == "close");
+    REQUIRE(h.wait_eof(c));
+    CHECK(h.pool->idle_count() == 0);
+  }
+  SECTION("client gone mid-body: the upstream connection is dropped") {
+    h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) { c.send(ok("never")); };
+    Client& c = h.connect();
+    h.send(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 500000\r\n\r\n" + std::string(200000, 'y'), "POST");
+    REQUIRE(h.run_until([&] { return h.upstream->bytes_received > 0; }));
+    ::close(c.fd);
+    c.fd = -1;
+    REQUIRE(h.run_until([&] { return !h.alive(c); }));
+    CHECK(ends(h, RequestEnd::ClientClosed) == 1);
+    CHECK(h.run_until([&] { return !h.upstream->conns[0]->open(); }));
+    CHECK(h.upstream->requests.empty());
+    CHECK(h.pool->idle_count() == 0);
+  }
+}
