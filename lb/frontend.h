@@ -46,6 +46,7 @@ const char* to_string(End e);
 
 struct Frontend {
   std::string name;
+  uint32_t index = 0;  // position in the runtime's list: indexes per-frontend counters
   bool inspect_tls = true;  // "tls" mode; "tcp" relays without looking
   std::vector<SocketAddress> binds;
   size_t inspect_buffer = tls::kMaxHelloBytes;

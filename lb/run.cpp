@@ -1,12 +1,17 @@
 #include "lb/run.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <memory>
 
+#include "common/admin_socket.h"
 #include "common/log.h"
+#include "lb/admin.h"
 #include "lb/runtime.h"
+#include "lb/stats_server.h"
 
 namespace edgepin::lb {
 
@@ -37,6 +42,33 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
     log::error(err);
     return 1;
   }
+  // The operator's views. Both read the runtime, so both stop before it.
+  ProcessInfo process;
+  process.pid = getpid();
+  std::unique_ptr<StatsServer> stats;
+  if (lb.stats) {
+    stats = std::make_unique<StatsServer>(StatsServer::Options{.bind = lb.stats->bind},
+                                          [&runtime, process] { return collect_stats(runtime, process); });
+    if (std::string err = stats->start(); !err.empty()) {
+      log::error(err);
+      return 1;
+    }
+    log::info("stats on http://" + lb.stats->bind.toString() + "/stats (JSON: /stats;json, Prometheus: /metrics)");
+  }
+  AdminCommands commands(runtime, process);
+  std::unique_ptr<AdminSocket> admin;
+  if (lb.admin_socket) {
+    AdminSocket::Options o;
+    o.path = lb.admin_socket->path;
+    o.mode = lb.admin_socket->mode;
+    admin = std::make_unique<AdminSocket>(
+        o, [&commands](std::string_view line) { return commands.handle(line); }, "lb-admin");
+    if (std::string err = admin->start(); !err.empty()) {
+      log::error(err);
+      return 1;
+    }
+    log::info("admin socket on " + lb.admin_socket->path.string());
+  }
   for (;;) {
     timespec tick{1, 0};
     int sig = sigtimedwait(&signals, nullptr, &tick);
@@ -56,6 +88,8 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
               std::to_string(kStopGrace.count()) + " s)");
     break;
   }
+  admin.reset();
+  stats.reset();
   runtime.stop(kStopGrace);
   log::info("stopped");
   return 0;

@@ -60,6 +60,7 @@ Runtime::Runtime(const config::ClusterConfig& cluster, const config::LbConfig& l
   for (const config::Frontend& fc : lb.frontends) {
     Frontend f;
     f.name = fc.name;
+    f.index = static_cast<uint32_t>(frontends_.size());
     f.inspect_tls = fc.mode == config::FrontendMode::Tls;
     f.binds = fc.bind;
     f.inspect_buffer = fc.inspect.buffer_bytes;

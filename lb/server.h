@@ -31,6 +31,11 @@ struct ServerState {
   std::atomic<uint32_t> active{0};  // connections currently relayed or connecting
   std::atomic<uint32_t> queued{0};  // clients waiting for a slot (maxconn)
 
+  // --- totals for stats, added to by every worker ---
+  std::atomic<uint64_t> total_connections{0};  // connections established to it
+  std::atomic<uint64_t> bytes_in{0};           // client -> server, of ended connections
+  std::atomic<uint64_t> bytes_out{0};          // server -> client, of ended connections
+
   // --- last health check, for stats and logs (written by the checker) ---
   std::atomic<uint8_t> check_outcome{0};   // a CheckOutcome (lb/health.h)
   std::atomic<uint16_t> check_detail{0};   // HTTP status or TLS alert code

@@ -23,6 +23,17 @@ const char* to_string(End e) {
   return "?";
 }
 
+const char* to_string(Session::State s) {
+  switch (s) {
+    case Session::State::Inspecting: return "inspecting";
+    case Session::State::Queued: return "queued";
+    case Session::State::Connecting: return "connecting";
+    case Session::State::Relaying: return "relaying";
+    case Session::State::Closed: return "closed";
+  }
+  return "?";
+}
+
 namespace {
 
 const char* version_name(uint16_t v) {
@@ -62,6 +73,21 @@ Session::~Session() {
     server_state_->release();
     worker_.slot_freed(server_state_);
   }
+}
+
+SessionInfo Session::info() const {
+  SessionInfo i;
+  i.frontend = &frontend_;
+  i.client = client_addr_;
+  i.server = server_state_;
+  i.state = static_cast<uint8_t>(state_);
+  i.route = route_.reason;
+  i.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
+  if (relay_) {
+    i.bytes_in = relay_->bytes_a_to_b();
+    i.bytes_out = relay_->bytes_b_to_a();
+  }
+  return i;
 }
 
 void Session::arm_timer(const timeval& tv) { evtimer_add(timer_.get(), &tv); }
@@ -251,6 +277,8 @@ void Session::on_connect_failed(int error) {
 void Session::on_connected() {
   evtimer_del(timer_.get());
   state_ = State::Relaying;
+  // Counted once established (HAProxy's stot), so total >= current.
+  server_state_->total_connections.fetch_add(1, std::memory_order_relaxed);
   int one = 1;
   setsockopt(bufferevent_getfd(server_.get()), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   if (hello_ok_) frontend_.router->learn_client(hello_parser_.hello(), *server_state_, std::chrono::steady_clock::now());
@@ -328,13 +356,17 @@ void Session::finish(End why, int error) {
   if (state_ == State::Closed) return;
   if (state_ == State::Queued) worker_.dequeue(this);
   state_ = State::Closed;
-  auto& c = worker_.counters();
+  FrontendCounters& c = worker_.counters().of(frontend_);
   c.ends[static_cast<size_t>(why)].add();
   c.routes[static_cast<size_t>(route_.reason)].add();
   uint64_t in = relay_ ? relay_->bytes_a_to_b() : 0;
   uint64_t out = relay_ ? relay_->bytes_b_to_a() : 0;
   c.bytes_in.add(in);
   c.bytes_out.add(out);
+  if (relay_) {
+    server_state_->bytes_in.fetch_add(in, std::memory_order_relaxed);
+    server_state_->bytes_out.fetch_add(out, std::memory_order_relaxed);
+  }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
   std::string line = "conn client=" + client_addr_.toString() + " frontend=" + frontend_.name +
                      " server=" + (server_state_ ? server_state_->name : "-") +

@@ -31,6 +31,19 @@ namespace edgepin::lb {
 
 class Worker;
 
+// What `show sessions` lists about one session (a copy, taken on the
+// session's worker thread).
+struct SessionInfo {
+  const Frontend* frontend = nullptr;
+  SocketAddress client;
+  const ServerState* server = nullptr;  // null until routed
+  uint8_t state = 0;                    // a Session::State
+  RouteReason route = RouteReason::None;
+  std::chrono::milliseconds age{0};
+  uint64_t bytes_in = 0;   // relayed so far, client -> server
+  uint64_t bytes_out = 0;  // relayed so far, server -> client
+};
+
 class Session {
  public:
   enum class State : uint8_t { Inspecting, Queued, Connecting, Relaying, Closed };
@@ -50,6 +63,7 @@ class Session {
 
   State state() const { return state_; }
   const Frontend& frontend() const { return frontend_; }
+  SessionInfo info() const;
 
  private:
   static void client_read_cb(bufferevent* bev, void* arg);
@@ -94,5 +108,8 @@ class Session {
   int attempts_ = 0;    // connects tried
   int error_ = 0;       // errno of the last failure
 };
+
+// "inspecting", "queued", "connecting", "relaying", "closed".
+const char* to_string(Session::State s);
 
 }  // namespace edgepin::lb

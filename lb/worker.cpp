@@ -20,7 +20,11 @@ constexpr timeval kQueuePoll{0, 20 * 1000};
 }  // namespace
 
 Worker::Worker(int index, const std::vector<Frontend>& frontends, GlobalLimits& limits)
-    : index_(index), frontends_(frontends), limits_(limits), loop_("lb-worker-" + std::to_string(index)) {
+    : index_(index),
+      frontends_(frontends),
+      limits_(limits),
+      loop_("lb-worker-" + std::to_string(index)),
+      counters_(frontends.size()) {
   resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
   queue_timer_.reset(evtimer_new(loop_.base(), queue_cb, this));
 }
@@ -54,11 +58,12 @@ void Worker::accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
 }
 
 void Worker::on_accept(const Frontend& frontend, evutil_socket_t fd, const sockaddr* addr, int len) {
-  counters_.accepted.add();
+  FrontendCounters& fc = counters_.of(frontend);
+  fc.accepted.add();
   if (limits_.maxconn && limits_.active.load(std::memory_order_relaxed) >= limits_.maxconn) {
     // Over the limit: stop accepting on this worker so new clients wait in
     // the kernel's backlog (as HAProxy does) and drop this one.
-    counters_.ends[static_cast<size_t>(End::MaxConn)].add();
+    fc.ends[static_cast<size_t>(End::MaxConn)].add();
     log::warning("frontend " + frontend.name + ": maxconn " + std::to_string(limits_.maxconn) +
                  " reached, pausing accept");
     ::close(fd);
@@ -73,11 +78,12 @@ void Worker::on_accept(const Frontend& frontend, evutil_socket_t fd, const socka
   getsockname(fd, reinterpret_cast<sockaddr*>(&local_ss), &local_len);
   auto local = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local_ss), local_len);
   if (!client || !local) {
+    fc.ends[static_cast<size_t>(End::ClientError)].add();
     ::close(fd);
     return;
   }
   limits_.active.fetch_add(1, std::memory_order_relaxed);
-  counters_.active.add();
+  fc.active.add();
   auto s = std::make_unique<Session>(*this, frontend, fd, *client, *local);
   Session* raw = s.get();
   sessions_.emplace(raw, std::move(s));
@@ -91,11 +97,20 @@ void Worker::release(Session* s) {
   std::unique_ptr<Session> owned = std::move(it->second);
   sessions_.erase(it);
   limits_.active.fetch_sub(1, std::memory_order_relaxed);
-  counters_.active.sub();
+  counters_.of(s->frontend()).active.sub();
   session_count_.store(sessions_.size(), std::memory_order_relaxed);
   // Destroyed outside the map: its destructor frees a server slot, which
   // may start (and even end) a queued session, re-entering release().
   owned.reset();
+}
+
+std::vector<SessionInfo> Worker::describe_sessions(size_t limit) const {
+  std::vector<SessionInfo> out;
+  for (const auto& [s, _] : sessions_) {
+    if (out.size() >= limit) break;
+    out.push_back(s->info());
+  }
+  return out;
 }
 
 void Worker::enqueue(Session* s) {

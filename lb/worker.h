@@ -17,17 +17,28 @@
 namespace edgepin::lb {
 
 class Session;
+struct SessionInfo;
 
-struct WorkerCounters {
+// One worker's counters for one frontend. Totals over frontends and workers
+// are summed on read (lb/stats), so every outcome has exactly one counter.
+// accepted == active + the sum of ends, at any quiet moment.
+struct FrontendCounters {
   Counter accepted;
   Counter active;
-  Counter bytes_in;   // client -> server
-  Counter bytes_out;  // server -> client
-  Counter connect_retries;
-  Counter redispatches;
+  Counter bytes_in;   // client -> server, of ended sessions
+  Counter bytes_out;  // server -> client, of ended sessions
   std::array<Counter, kEndCount> ends;
   std::array<Counter, kRouteReasonCount> routes;
+};
+
+struct WorkerCounters {
+  explicit WorkerCounters(size_t frontends) : frontends(frontends) {}
+  FrontendCounters& of(const Frontend& f) { return frontends[f.index]; }
+
+  Counter connect_retries;
+  Counter redispatches;
   std::array<Counter, tls::kHelloErrorCount> inspect_errors;
+  std::vector<FrontendCounters> frontends;  // by Frontend::index; never resized
 };
 
 // Limits every worker enforces together.
@@ -58,6 +69,9 @@ class Worker {
   GlobalLimits& limits() { return limits_; }
   // Number of sessions this worker holds (for a graceful stop).
   size_t session_count() const { return session_count_.load(std::memory_order_relaxed); }
+  // Up to `limit` of this worker's sessions (`show sessions`). Must run on
+  // this worker's loop thread (post it).
+  std::vector<SessionInfo> describe_sessions(size_t limit) const;
   EventLoopThread& loop() { return loop_; }
 
   // Called by a session when it is over: the worker destroys it.
