@@ -8,6 +8,8 @@
 // caught by the sanitizer build.
 #include <catch2/catch.hpp>
 
+#include <deque>
+
 #include <algorithm>
 #include <cstring>
 #include <fstream>
@@ -558,9 +560,12 @@ TEST_CASE("errors are sticky and carry the first offending offset", "[http1]") {
 }
 
 TEST_CASE("request semantics: Expect, Upgrade, Connection", "[http1]") {
-  auto head_of = [](const std::string& raw) {
+  // The parsed heads view their buffers: keep each one alive for the test.
+  std::deque<std::string> buffers;
+  auto head_of = [&buffers](const std::string& raw) {
+    buffers.push_back(raw);
     auto p = std::make_unique<RequestParser>();
-    const HeadResult r = p->parse(as_span(raw));
+    const HeadResult r = p->parse(as_span(buffers.back()));
     REQUIRE(r.status == ParseStatus::Done);
     return p;
   };
