@@ -116,10 +116,14 @@ int seal_ticket(TaggingState& state, unsigned char* key_name, unsigned char* iv,
   return 1;
 }
 
-// Opens a ticket the client presented. Returns 1 (current key), 2 (retired
-// key: OpenSSL resumes and issues a fresh ticket), or 0 (unknown key or a
-// failure: full handshake).
-int open_ticket(TaggingState& state, const unsigned char* key_name, const unsigned char* iv,
+// Opens a ticket the client presented. Returns 1 (resume, no new ticket),
+// 2 (resume and issue a fresh ticket), or 0 (unknown key or a failure: full
+// handshake). A ticket under a retired key is always renewed. So is every
+// TLS 1.3 ticket: OpenSSL 3 sends no NewSessionTicket on a TLS 1.3
+// resumption unless asked, and clients that use each ticket once (curl,
+// as RFC 8446 C.4 advises) would fall back to a full, untagged-routed
+// handshake on every other connection.
+int open_ticket(SSL* ssl, TaggingState& state, const unsigned char* key_name, const unsigned char* iv,
                 EVP_CIPHER_CTX* cctx, EVP_MAC_CTX* hctx) {
   TaggingCounters& counters = state.ring->counters();
   auto match = state.ring->find(std::span<const uint8_t, nodetag::kKeyNameSize>(key_name, nodetag::kKeyNameSize));
@@ -134,7 +138,7 @@ int open_ticket(TaggingState& state, const unsigned char* key_name, const unsign
   }
   if (match->current) {
     counters.tickets_opened.fetch_add(1, std::memory_order_relaxed);
-    return 1;
+    return SSL_version(ssl) == TLS1_3_VERSION ? 2 : 1;
   }
   counters.tickets_renewed.fetch_add(1, std::memory_order_relaxed);
   return 2;
@@ -146,7 +150,7 @@ int ticket_key_callback(SSL* ssl, unsigned char* key_name, unsigned char* iv, EV
                         EVP_MAC_CTX* hctx, int enc) {
   TaggingState* state = state_of(ssl);
   if (state == nullptr || key_name == nullptr || iv == nullptr || cctx == nullptr || hctx == nullptr) return 0;
-  return enc ? seal_ticket(*state, key_name, iv, cctx, hctx) : open_ticket(*state, key_name, iv, cctx, hctx);
+  return enc ? seal_ticket(*state, key_name, iv, cctx, hctx) : open_ticket(ssl, *state, key_name, iv, cctx, hctx);
 }
 
 }  // namespace

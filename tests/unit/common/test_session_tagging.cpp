@@ -450,11 +450,20 @@ TEST_CASE("TLS 1.3 tickets (PSK identities) start with a tagged key name and res
   Outcome again = connect(client.get(), server.get(), full.session.get());
   CHECK(again.reused);
   CHECK(again.version == TLS1_3_VERSION);
-  // OpenSSL 3.0 sends no new TLS 1.3 ticket on a resumption unless the
-  // callback asks for a renewal: the client keeps presenting this one.
-  CHECK(ticketOf(again.session.get()) == ticket);
+  // Every TLS 1.3 resumption gets a fresh ticket (clients may use each
+  // ticket once), sealed with the current key, so it still names the node.
+  auto fresh = ticketOf(again.session.get());
+  CHECK(fresh != ticket);
+  CHECK(nodetag::decodeTicket(fresh) == nodetag::Decoded{65535, 1});
   CHECK(ring->counters().tickets_opened.load() == 1);
-  CHECK(ring->counters().tickets_sealed.load() == 1);
+  CHECK(ring->counters().tickets_sealed.load() == 2);
+  CHECK(ring->counters().tickets_renewed.load() == 0);
+
+  // The fresh ticket resumes too: a chain of single-use tickets never falls
+  // back to a full handshake.
+  Outcome third = connect(client.get(), server.get(), again.session.get());
+  CHECK(third.reused);
+  CHECK(ring->counters().tickets_sealed.load() == 3);
 }
 
 TEST_CASE("TLS 1.3 stateful tickets (server without tickets) are tagged session IDs", "[session_tagging][tls]") {
