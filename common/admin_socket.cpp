@@ -148,13 +148,7 @@ std::string AdminSocket::start() {
 }
 
 void AdminSocket::stop() {
-  if (own_loop_) {
-    // EventLoopThread::stop()'s loopbreak is lost if the thread has not
-    // entered its loop yet (event_base_loop clears the flag on entry); a
-    // posted break runs whenever the loop does start.
-    own_loop_->post([base = base_] { event_base_loopbreak(base); });
-    own_loop_->stop();  // joined: nothing below races the loop
-  }
+  if (own_loop_) own_loop_->stop();  // joined: nothing below races the loop
   connections_.clear();
   listener_.reset();
   if (bound_) {
@@ -292,5 +286,31 @@ void AdminSocket::close(Connection& c) {
   // Erasing destroys `c` and its bufferevent; nothing may touch it after.
   connections_.erase(&c);
 }
+
+namespace admin {
+
+std::vector<std::string_view> words_of(std::string_view line) {
+  std::vector<std::string_view> out;
+  size_t i = 0;
+  while (i < line.size()) {
+    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
+    const size_t start = i;
+    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
+    if (i > start) out.push_back(line.substr(start, i - start));
+  }
+  return out;
+}
+
+std::string quoted(std::string_view word) {
+  constexpr size_t kMaxEcho = 64;
+  std::string out = "'";
+  for (char c : word.substr(0, kMaxEcho)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  if (word.size() > kMaxEcho) out += "...";
+  return out + "'";
+}
+
+std::string error(std::string_view what) { return "error: " + std::string(what); }
+
+}  // namespace admin
 
 }  // namespace edgepin

@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "common/event_loop.h"
 #include "common/event_ptr.h"
@@ -105,5 +106,16 @@ class AdminSocket {
   dev_t dev_ = 0;
   ino_t ino_ = 0;
 };
+
+// Helpers both binaries' command sets share.
+namespace admin {
+// The words of a command line, split on spaces and tabs.
+std::vector<std::string_view> words_of(std::string_view line);
+// A client's word echoed in an error: quoted, printable ASCII only, bounded
+// (a command line may hold anything).
+std::string quoted(std::string_view word);
+// "error: <what>", the first word every failed command answers with.
+std::string error(std::string_view what);
+}  // namespace admin
 
 }  // namespace edgepin

@@ -147,7 +147,9 @@ LbConfig parseLb(const JsonDocument& doc, const ClusterConfig& cluster,
         c.connect = t.milliseconds("connect_ms", c.connect, 1, kMaxTimeoutMs);
         c.client = t.milliseconds("client_ms", c.client, 1, kMaxTimeoutMs);
         c.server = t.milliseconds("server_ms", c.server, 1, kMaxTimeoutMs);
-        c.tunnel = t.milliseconds("tunnel_ms", c.tunnel, 1, kMaxTimeoutMs);
+        // 0: no tunnel timeout; the client and server timeouts then apply
+        // for the whole connection (HAProxy without `timeout tunnel`).
+        c.tunnel = t.milliseconds("tunnel_ms", c.tunnel, 0, kMaxTimeoutMs);
         c.queue = t.milliseconds("queue_ms", c.queue, 1, kMaxTimeoutMs);
         return c;
       });
@@ -167,6 +169,7 @@ LbConfig parseLb(const JsonDocument& doc, const ClusterConfig& cluster,
     }
     if (auto v = o.get("admin_socket")) lb.admin_socket = readAdminSocket(*v, dir, {});
     if (auto v = o.get("log")) lb.log = readLog(*v);
+    lb.shutdown_grace = o.milliseconds("shutdown_grace_ms", lb.shutdown_grace, 0, kMaxTimeoutMs);
     return lb;
   });
 }

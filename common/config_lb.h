@@ -93,9 +93,9 @@ struct StickTableConfig {
 
 struct LbTimeouts {
   std::chrono::milliseconds connect{5000};
-  std::chrono::milliseconds client{50000};    // client silent (before the tunnel)
-  std::chrono::milliseconds server{50000};    // server silent (before the tunnel)
-  std::chrono::milliseconds tunnel{3600000};  // both silent once relaying
+  std::chrono::milliseconds client{50000};    // waiting for the client (before the tunnel)
+  std::chrono::milliseconds server{50000};    // waiting for the server (before the tunnel)
+  std::chrono::milliseconds tunnel{3600000};  // both silent once bytes flowed both ways; 0: none
   std::chrono::milliseconds queue{5000};      // waiting for a free server slot
 };
 
@@ -133,6 +133,9 @@ struct LbConfig {
   std::optional<LbStatsConfig> stats;             // absent: no stats listener
   std::optional<AdminSocketConfig> admin_socket;  // absent: no admin socket
   LogConfig log;
+  // SIGTERM: how long established connections may finish before the rest
+  // are closed (HAProxy's hard-stop-after).
+  std::chrono::milliseconds shutdown_grace{30000};
 };
 
 // Reads and validates lb.json against the cluster it serves (frontends

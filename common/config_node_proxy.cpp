@@ -42,6 +42,21 @@ std::vector<Cidr> readCidrList(const JsonValue& value) {
   return out;
 }
 
+// A listening address's "bind": an IP literal ("*" for every IPv4
+// address), or the node's own address when absent.
+IpAddress readBindIp(JsonObject& o, const Node& self) {
+  auto v = o.get("bind");
+  if (!v) return self.address;
+  const std::string text = v->asString(1, 64);
+  auto parsed = text == "*" ? std::optional<IpAddress>(IpAddress::anyV4()) : IpAddress::parse(text);
+  if (!parsed) {
+    v->fail("bad address \"" + text +
+            "\": expected an IPv4 or IPv6 literal (no port: "
+            "\"port\" sets it)");
+  }
+  return *parsed;
+}
+
 Listener readListener(const JsonValue& value, const Node& self, BindSet& binds) {
   return value.object([&](JsonObject& o) {
     Listener l;
@@ -54,19 +69,7 @@ Listener readListener(const JsonValue& value, const Node& self, BindSet& binds) 
     l.tls = o.boolean("tls", l.tls);
     PortRef port{l.tls ? NodePort::Tls : NodePort::Http, 0};
     if (auto v = o.get("port")) port = readPortRef(*v);
-    IpAddress ip = self.address;
-    if (auto v = o.get("bind")) {
-      const std::string text = v->asString(1, 64);
-      auto parsed =
-          text == "*" ? std::optional<IpAddress>(IpAddress::anyV4()) : IpAddress::parse(text);
-      if (!parsed) {
-        v->fail("bad address \"" + text +
-                "\": expected an IPv4 or IPv6 literal (no port: "
-                "\"port\" sets it)");
-      }
-      ip = *parsed;
-    }
-    l.bind = SocketAddress(ip, port.resolve(self));
+    l.bind = SocketAddress(readBindIp(o, self), port.resolve(self));
     binds.claim(value, l.bind);
     if (auto v = o.get("proxy_protocol")) {
       l.proxy_protocol = v->asEnum<AcceptProxy>({{"none", AcceptProxy::None},
@@ -354,6 +357,20 @@ NodeProxyConfig parseNodeProxy(const JsonDocument& doc, const ClusterConfig& clu
         return n;
       });
     }
+    // The metrics listener: "metrics" gives a port on the node's address
+    // (one node-proxy.json serves every node, also several on one host);
+    // "stats.metrics_bind" a fixed address. One listener, so not both.
+    if (auto v = o.get("metrics")) {
+      if (c.stats.metrics_bind) {
+        v->fail("the metrics listener is already set by /stats/metrics_bind: use one of the two");
+      }
+      c.stats.metrics_bind = v->object([&](JsonObject& m) {
+        const uint16_t port = m.require("port").asInt<uint16_t>(1, 65535, "port");
+        const SocketAddress bind(readBindIp(m, self), port);
+        binds.claim(*v, bind);
+        return bind;
+      });
+    }
     if (c.stats.path == c.health.path) {
       // Blame the one the operator wrote (both defaults differ).
       const bool stats_path_set = o.has("stats") && o.require("stats").json().contains("path");
@@ -397,6 +414,7 @@ NodeProxyConfig parseNodeProxy(const JsonDocument& doc, const ClusterConfig& clu
 
     if (auto v = o.get("admin_socket")) c.admin_socket = readAdminSocket(*v, dir, self.name);
     if (auto v = o.get("log")) c.log = readLog(*v);
+    c.shutdown_grace = o.milliseconds("shutdown_grace_ms", c.shutdown_grace, 0, kMaxTimeoutMs);
     return c;
   });
 }

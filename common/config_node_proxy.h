@@ -26,6 +26,11 @@ inline constexpr std::string_view kDefaultCiphers =
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 inline constexpr std::string_view kDefaultCiphersuites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+// Key exchange groups (Mozilla "intermediate"): elliptic curves only.
+// OpenSSL's own default also accepts the finite-field groups (ffdhe2048 and
+// up): ffdhe2048 is weaker than P-256 (about 112-bit security) and each of
+// them costs the server far more CPU per handshake than any curve.
+inline constexpr std::string_view kDefaultGroups = "X25519:P-256:P-384";
 inline constexpr uint16_t kDefaultTlsPublicPort = 443;
 inline constexpr uint16_t kDefaultHttpPublicPort = 80;
 inline constexpr size_t kMinHeaderBytes = 1024;
@@ -79,7 +84,7 @@ struct TlsConfig {
   TlsVersion max_version = TlsVersion::V1_3;
   std::string ciphers{kDefaultCiphers};            // TLS 1.2 (OpenSSL cipher list)
   std::string ciphersuites{kDefaultCiphersuites};  // TLS 1.3
-  std::string groups;                              // empty: OpenSSL's default
+  std::string groups{kDefaultGroups};              // key exchange (OpenSSL group list)
   std::vector<std::string> alpn{"http/1.1"};
   SessionCacheConfig session_cache;
   TicketConfig tickets;
@@ -130,7 +135,9 @@ struct NodeStatsConfig {
   std::string path = "/_edgepin/stats";
   // Clients (after PROXY) allowed to read the stats page.
   std::vector<Cidr> allow;
-  std::optional<SocketAddress> metrics_bind;  // a separate stats listener
+  // The metrics listener (node-proxy/metrics.h): from "metrics" (a port on
+  // the node's address by default) or from "stats.metrics_bind".
+  std::optional<SocketAddress> metrics_bind;
 };
 
 struct PeerConfig {
@@ -161,6 +168,9 @@ struct NodeProxyConfig {
   PeerConfig peer;
   std::optional<AdminSocketConfig> admin_socket;
   LogConfig log;
+  // SIGTERM: how long in-flight requests may finish before the rest of the
+  // connections are closed (idle keep-alive connections close at once).
+  std::chrono::milliseconds shutdown_grace{30000};
 };
 
 // Reads and validates node-proxy.json for node `cluster.nodes[self]`: binds

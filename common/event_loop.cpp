@@ -47,6 +47,13 @@ void EventLoopThread::run_tasks() {
   std::vector<std::function<void()>> batch;
   {
     std::lock_guard lock(mutex_);
+    if (stopping_) {
+      // Broken from inside the loop, so it cannot be lost: a loopbreak made
+      // before the thread enters event_base_loop() is cleared on entry.
+      tasks_.clear();
+      event_base_loopbreak(base_.get());
+      return;
+    }
     batch.swap(tasks_);
   }
   for (auto& t : batch) t();
@@ -54,8 +61,16 @@ void EventLoopThread::run_tasks() {
 
 void EventLoopThread::stop() {
   if (!thread_.joinable()) return;
-  event_base_loopbreak(base_.get());
+  {
+    std::lock_guard lock(mutex_);
+    stopping_ = true;
+  }
+  // The activation stays queued until the loop runs, however late the
+  // thread gets there; with the loop running it wakes it now.
+  event_active(wake_.get(), EV_READ, 0);
   thread_.join();
+  std::lock_guard lock(mutex_);
+  stopping_ = false;  // start() may run the loop again
 }
 
 }  // namespace edgepin

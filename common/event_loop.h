@@ -4,7 +4,10 @@
 // talk to a loop only through post(), which runs a task on the loop's
 // thread (reloads, admin commands, shutdown).
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
+#include <type_traits>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,7 +37,9 @@ class EventLoopThread {
   // posted from one thread run in order.
   void post(std::function<void()> task);
   // Breaks the loop and joins the thread; pending tasks are dropped. Call
-  // from another thread (or from no loop at all).
+  // from another thread (or from no loop at all). Works at any time after
+  // start(), also before the thread has entered its loop; without start()
+  // there is nothing to stop.
   void stop();
 
  private:
@@ -46,7 +51,22 @@ class EventLoopThread {
   EventPtr wake_;
   std::mutex mutex_;
   std::vector<std::function<void()>> tasks_;
+  bool stopping_ = false;  // under mutex_: the loop must break when it wakes
   std::thread thread_;
 };
+
+// Runs `fn` on `loop`'s thread and returns a future of its result: how
+// another thread (an admin command) reads state a loop owns. The promise is
+// shared with the task, so a caller that gives up waiting leaves the task a
+// valid promise; a loop stopped before the task ran breaks the promise
+// (future::get throws std::future_error).
+template <typename Fn>
+std::future<std::invoke_result_t<Fn&>> ask(EventLoopThread& loop, Fn fn) {
+  using Result = std::invoke_result_t<Fn&>;
+  auto promise = std::make_shared<std::promise<Result>>();
+  std::future<Result> answer = promise->get_future();
+  loop.post([promise, fn = std::move(fn)]() mutable { promise->set_value(fn()); });
+  return answer;
+}
 
 }  // namespace edgepin

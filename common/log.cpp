@@ -1,5 +1,6 @@
 #include "common/log.h"
 
+#include <syslog.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,18 +13,12 @@ namespace {
 
 std::atomic<int> g_level{static_cast<int>(Level::Info)};
 std::atomic<int> g_format{static_cast<int>(Format::Text)};
+std::atomic<int> g_target{static_cast<int>(Target::Stderr)};
 std::mutex g_program_mutex;
 std::string g_program = "edgepin";
-
-const char* level_name(Level l) {
-  switch (l) {
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warning: return "warning";
-    case Level::Error: return "error";
-  }
-  return "?";
-}
+// openlog() keeps the ident pointer, not a copy: it must stay valid and
+// unchanged while syslog is in use.
+std::string g_syslog_ident;
 
 std::string timestamp() {
   timespec ts{};
@@ -39,6 +34,26 @@ std::string timestamp() {
 
 }  // namespace
 
+const char* to_string(Level l) {
+  switch (l) {
+    case Level::Debug: return "debug";
+    case Level::Info: return "info";
+    case Level::Warning: return "warning";
+    case Level::Error: return "error";
+  }
+  return "?";
+}
+
+int syslog_priority(Level l) {
+  switch (l) {
+    case Level::Debug: return LOG_DEBUG;
+    case Level::Info: return LOG_INFO;
+    case Level::Warning: return LOG_WARNING;
+    case Level::Error: return LOG_ERR;
+  }
+  return LOG_ERR;
+}
+
 void set_level(Level level) { g_level.store(static_cast<int>(level)); }
 void set_format(Format format) { g_format.store(static_cast<int>(format)); }
 void set_program(std::string_view name) {
@@ -46,6 +61,22 @@ void set_program(std::string_view name) {
   g_program = std::string(name);
 }
 Level level() { return static_cast<Level>(g_level.load()); }
+Target target() { return static_cast<Target>(g_target.load()); }
+
+void use_syslog(int facility) {
+  std::lock_guard lock(g_program_mutex);
+  if (g_target.load() == static_cast<int>(Target::Syslog)) closelog();
+  g_syslog_ident = g_program;
+  // LOG_NDELAY: connect now, while single-threaded and before any chroot or
+  // privilege change could hide /dev/log.
+  openlog(g_syslog_ident.c_str(), LOG_PID | LOG_NDELAY, facility);
+  g_target.store(static_cast<int>(Target::Syslog));
+}
+
+void use_stderr() {
+  std::lock_guard lock(g_program_mutex);
+  if (g_target.exchange(static_cast<int>(Target::Stderr)) == static_cast<int>(Target::Syslog)) closelog();
+}
 
 std::string json_escape(std::string_view s) {
   std::string out;
@@ -58,7 +89,7 @@ std::string json_escape(std::string_view s) {
       case '\r': out += "\\r"; break;
       case '\t': out += "\\t"; break;
       default:
-        if (c < 0x20) {
+        if (c < 0x20 || c == 0x7f) {
           char buf[8];
           std::snprintf(buf, sizeof buf, "\\u%04x", c);
           out += buf;
@@ -70,28 +101,54 @@ std::string json_escape(std::string_view s) {
   return out;
 }
 
+std::string format_line(Format format, std::string_view time, std::string_view program, Level level,
+                        std::string_view message, bool for_syslog) {
+  std::string line;
+  line.reserve(message.size() + 80);
+  if (format == Format::Json) {
+    line += '{';
+    if (!for_syslog) {
+      line += "\"time\":\"";
+      line += json_escape(time);
+      line += "\",\"program\":\"";
+      line += json_escape(program);
+      line += "\",";
+    }
+    line += "\"level\":\"";
+    line += to_string(level);
+    line += "\",\"msg\":\"";
+    line += json_escape(message);
+    line += "\"}";
+    return line;
+  }
+  if (!for_syslog) {
+    line += time;
+    line += ' ';
+    line += program;
+    line += ' ';
+  }
+  line += to_string(level);
+  line += ": ";
+  line += message;
+  return line;
+}
+
 void write(Level lvl, std::string_view message) {
   if (static_cast<int>(lvl) < g_level.load()) return;
+  const auto format = static_cast<Format>(g_format.load());
+  if (target() == Target::Syslog) {
+    // syslog(3) is thread-safe and sends one datagram per call.
+    const std::string line = format_line(format, {}, {}, lvl, message, true);
+    syslog(syslog_priority(lvl), "%s", line.c_str());
+    return;
+  }
   std::string program;
   {
     std::lock_guard lock(g_program_mutex);
     program = g_program;
   }
-  std::string line;
-  line.reserve(message.size() + 64);
-  if (static_cast<Format>(g_format.load()) == Format::Json) {
-    line += "{\"time\":\"" + timestamp() + "\",\"program\":\"" + json_escape(program) +
-            "\",\"level\":\"" + level_name(lvl) + "\",\"msg\":\"" + json_escape(message) + "\"}\n";
-  } else {
-    line += timestamp();
-    line += ' ';
-    line += program;
-    line += ' ';
-    line += level_name(lvl);
-    line += ": ";
-    line += message;
-    line += '\n';
-  }
+  std::string line = format_line(format, timestamp(), program, lvl, message);
+  line += '\n';
   // One write per line keeps lines from concurrent threads whole.
   const char* p = line.data();
   size_t left = line.size();

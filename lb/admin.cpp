@@ -1,9 +1,13 @@
 #include "lb/admin.h"
 
+#include "common/admin_socket.h"
+
 #include <future>
 #include <memory>
 #include <vector>
 
+#include "common/admin_socket.h"
+#include "common/event_loop.h"
 #include "common/log.h"
 #include "lb/runtime.h"
 #include "lb/session.h"
@@ -22,28 +26,9 @@ constexpr std::string_view kHelp =
     "show sessions [json]                      sessions per worker, frontend and server, then each session\n"
     "quit                                      close this connection";
 
-std::vector<std::string_view> words_of(std::string_view line) {
-  std::vector<std::string_view> out;
-  size_t i = 0;
-  while (i < line.size()) {
-    while (i < line.size() && (line[i] == ' ' || line[i] == '\t')) ++i;
-    size_t start = i;
-    while (i < line.size() && line[i] != ' ' && line[i] != '\t') ++i;
-    if (i > start) out.push_back(line.substr(start, i - start));
-  }
-  return out;
-}
-
-// A command word echoed in an error: printable ASCII only, bounded.
-std::string quoted(std::string_view w) {
-  constexpr size_t kMaxEcho = 64;
-  std::string out = "'";
-  for (char c : w.substr(0, kMaxEcho)) out += (c >= 0x20 && c < 0x7f) ? c : '?';
-  if (w.size() > kMaxEcho) out += "...";
-  return out + "'";
-}
-
-std::string error(std::string_view what) { return "error: " + std::string(what); }
+using admin::error;
+using admin::quoted;
+using admin::words_of;
 
 }  // namespace
 
@@ -97,7 +82,9 @@ std::string AdminCommands::show_info(bool json) const {
   out += "Uptime: " + format_duration(s.uptime_s) + "\n";
   out += "Uptime_sec: " + std::to_string(s.uptime_s) + "\n";
   out += "Threads: " + std::to_string(s.threads) + "\n";
+  out += "Maxconn: " + std::to_string(s.maxconn) + "\n";
   out += "CurrConns: " + std::to_string(s.current) + "\n";
+  out += "MaxconnPauses: " + std::to_string(s.maxconn_pauses) + "\n";
   out += "CumConns: " + std::to_string(s.total) + "\n";
   out += "Servers: " + std::to_string(s.servers.size()) + "\n";
   out += "ServersUp: " + std::to_string(up) + "\n";
@@ -168,7 +155,7 @@ std::string AdminCommands::clear_table() const {
 std::string AdminCommands::set_server(std::string_view name, std::string_view state) const {
   ServerState* server = nullptr;
   for (const auto& s : runtime_.servers())
-    if (s->name == name) server = s.get();
+    if (s->name == name && !s->removed.load(std::memory_order_relaxed)) server = s.get();
   if (!server) return error("no server named " + quoted(name));
   AdminState to;
   if (state == "ready") {
@@ -200,19 +187,20 @@ std::string AdminCommands::show_sessions(bool json) const {
   std::vector<std::future<std::vector<SessionInfo>>> futures;
   for (const auto& w : runtime_.workers()) {
     per_worker.emplace_back(w->index(), w->session_count());
-    // Shared: if the wait below times out, the task still has its promise.
-    auto promise = std::make_shared<std::promise<std::vector<SessionInfo>>>();
-    futures.push_back(promise->get_future());
     Worker* worker = w.get();
-    worker->loop().post([worker, promise] { promise->set_value(worker->describe_sessions(kShowSessionsLimit)); });
+    futures.push_back(ask(worker->loop(), [worker] { return worker->describe_sessions(kShowSessionsLimit); }));
   }
   const auto deadline = std::chrono::steady_clock::now() + kWorkerAnswerTimeout;
   for (size_t i = 0; i < futures.size(); ++i) {
     WorkerList l;
     l.index = per_worker[i].first;
     if (futures[i].wait_until(deadline) == std::future_status::ready) {
-      l.answered = true;
-      l.sessions = futures[i].get();
+      try {
+        l.sessions = futures[i].get();
+        l.answered = true;
+      } catch (const std::future_error&) {
+        // The worker's loop stopped before it ran the task: not answered.
+      }
     }
     lists.push_back(std::move(l));
   }

@@ -39,15 +39,15 @@ class RoundRobin final : public Balancer {
  public:
   explicit RoundRobin(std::span<ServerState* const> servers) {
     uint32_t g = 0;
-    for (ServerState* s : servers) g = std::gcd(g, s->weight);
+    for (ServerState* s : servers) g = std::gcd(g, s->weight.load(std::memory_order_relaxed));
     if (g == 0) return;  // every weight is 0: nothing to schedule
     std::vector<int64_t> current(servers.size(), 0);
     int64_t total = 0;
-    for (ServerState* s : servers) total += s->weight / g;
+    for (ServerState* s : servers) total += s->weight.load(std::memory_order_relaxed) / g;
     for (int64_t step = 0; step < total; ++step) {
       size_t best = 0;
       for (size_t i = 0; i < servers.size(); ++i) {
-        current[i] += servers[i]->weight / g;
+        current[i] += servers[i]->weight.load(std::memory_order_relaxed) / g;
         if (current[i] > current[best]) best = i;
       }
       current[best] -= total;
@@ -85,7 +85,9 @@ class LeastConn final : public Balancer {
       if (!usable_new(s, exclude)) continue;
       uint64_t active = s->active.load(std::memory_order_relaxed);
       // active/weight < best_active/best_weight, without division.
-      if (!best || active * best->weight < best_active * s->weight) {
+      // Weights may change on reload: read each once per comparison.
+      const uint64_t best_weight = best ? best->weight.load(std::memory_order_relaxed) : 0;
+      if (!best || active * best_weight < best_active * s->weight.load(std::memory_order_relaxed)) {
         best = s;
         best_active = active;
       }
@@ -154,9 +156,9 @@ MaglevTable::MaglevTable(std::span<ServerState* const> servers) {
   std::vector<ServerState*> members;
   uint32_t max_weight = 0;
   for (ServerState* s : servers) {
-    if (s->weight == 0) continue;
+    if (s->weight.load(std::memory_order_relaxed) == 0) continue;
     members.push_back(s);
-    max_weight = std::max(max_weight, s->weight);
+    max_weight = std::max(max_weight, s->weight.load(std::memory_order_relaxed));
   }
   if (members.empty()) return;
   const uint64_t m = kSize;
@@ -174,7 +176,7 @@ MaglevTable::MaglevTable(std::span<ServerState* const> servers) {
   // claims a slot whenever its credit reaches one.
   while (filled < kSize) {
     for (size_t i = 0; i < members.size() && filled < kSize; ++i) {
-      credit[i] += static_cast<double>(members[i]->weight) / max_weight;
+      credit[i] += static_cast<double>(members[i]->weight.load(std::memory_order_relaxed)) / max_weight;
       while (credit[i] >= 1.0 && filled < kSize) {
         credit[i] -= 1.0;
         uint64_t c;
@@ -196,7 +198,7 @@ ServerState* MaglevTable::lookup(uint64_t key) const {
 
 HashRing::HashRing(std::span<ServerState* const> servers) {
   for (ServerState* s : servers) {
-    uint64_t n = static_cast<uint64_t>(s->weight) * kPointsPerWeight;
+    uint64_t n = static_cast<uint64_t>(s->weight.load(std::memory_order_relaxed)) * kPointsPerWeight;
     for (uint64_t i = 0; i < n; ++i) points_.push_back({hash_string(s->name, i + 1), s});
   }
   std::sort(points_.begin(), points_.end(), [](const Point& a, const Point& b) {

@@ -21,13 +21,14 @@ enum class ProxyProtocolMode : uint8_t { None, V1, V2 };
   X(Closed, "closed")                   /* both sides closed after flushing */  \
   X(ClientError, "client_error")        /* reset or error on the client side */ \
   X(ServerError, "server_error")        /* reset or error on the server side */ \
-  X(IdleTimeout, "idle_timeout")        /* relay idle past the timeout */       \
+  X(ClientTimeout, "client_timeout")    /* waited too long for the client */    \
+  X(ServerTimeout, "server_timeout")    /* waited too long for the server */    \
+  X(TunnelTimeout, "tunnel_timeout")    /* both sides silent in the tunnel */   \
   X(InspectTimeout, "inspect_timeout")  /* no ClientHello in time, rejected */  \
   X(InspectError, "inspect_error")      /* not a valid ClientHello, rejected */ \
   X(ClientAbort, "client_abort")        /* client left before relaying began */ \
   X(ConnectFailed, "connect_failed")    /* every connect attempt failed */      \
   X(NoServer, "no_server")              /* no server could take the client */   \
-  X(MaxConn, "maxconn")                 /* over the global connection limit */  \
   X(QueueFull, "queue_full")            /* server at maxconn, its queue full */ \
   X(QueueTimeout, "queue_timeout")      /* no server slot freed in time */      \
   X(Shutdown, "shutdown")               /* the lb stopped */
@@ -57,7 +58,10 @@ struct Frontend {
   // (the node's address and its tls_port or http_port).
   std::vector<SocketAddress> server_addresses;
   timeval connect_timeout{5, 0};
-  timeval idle_timeout{60, 0};  // relay: tunnel timeout, else max(client, server)
+  // Relay inactivity (common/relay.h says which applies when); zero: none.
+  timeval client_timeout{50, 0};
+  timeval server_timeout{50, 0};
+  timeval tunnel_timeout{3600, 0};
   int retries = 3;
   bool redispatch = true;
   Router* router = nullptr;
@@ -67,6 +71,7 @@ struct Frontend {
   uint32_t queue_size = 1024;
   timeval queue_timeout{5, 0};
   size_t relay_buffer = 64 * 1024;
+  bool access_log = true;  // one "conn ..." line per session (lb.json log.access_log)
 };
 
 }  // namespace edgepin::lb

@@ -28,13 +28,19 @@ const char* to_string(TagSource s) {
 
 Router::Router(std::span<ServerState* const> servers, Balancer& balancer, StickTable* table, Options options)
     : servers_(servers.begin(), servers.end()), balancer_(balancer), table_(table), options_(options) {
-  for (ServerState* s : servers_)
+  // Servers removed by a reload stay in the list (stick-table entries name
+  // them by id) but own no tag and no share of the source hash.
+  std::vector<ServerState*> members;
+  for (ServerState* s : servers_) {
+    if (s->removed.load(std::memory_order_relaxed)) continue;
+    members.push_back(s);
     if (s->tag != nodetag::kInvalidTag) by_tag_[s->tag] = s;
+  }
   if (options_.source_affinity) {
     if (options_.source_hash == Algorithm::Ring)
-      source_ring_ = std::make_unique<HashRing>(servers_);
+      source_ring_ = std::make_unique<HashRing>(members);
     else
-      source_maglev_ = std::make_unique<MaglevTable>(servers_);
+      source_maglev_ = std::make_unique<MaglevTable>(members);
   }
 }
 

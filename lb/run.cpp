@@ -1,14 +1,16 @@
 #include "lb/run.h"
 
-#include <signal.h>
 #include <unistd.h>
 
-#include <cerrno>
-#include <chrono>
+#include <exception>
 #include <memory>
 
 #include "common/admin_socket.h"
+#include "common/config.h"
+#include "common/config_diff.h"
 #include "common/log.h"
+#include "common/log_setup.h"
+#include "common/signal_loop.h"
 #include "lb/admin.h"
 #include "lb/runtime.h"
 #include "lb/stats_server.h"
@@ -16,29 +18,56 @@
 namespace edgepin::lb {
 
 namespace {
-// How long SIGTERM lets established connections finish (HAProxy's
-// hard-stop-after plays this role there).
-constexpr std::chrono::seconds kStopGrace{10};
+
+// SIGHUP: loads the directory again with the start-up loader and applies it.
+// A config the loader refuses, or one the runtime cannot apply (a new port
+// in use), leaves the running one untouched.
+void reload(Runtime& runtime, config::LbConfigSet& running) {
+  config::LbConfigSet next;
+  try {
+    next = config::loadLb(running.dir);
+  } catch (const std::exception& e) {
+    log::error(std::string("reload failed: ") + e.what() + "; keeping the running config");
+    return;
+  }
+  const config::ConfigDiff diff = config::diffLb(running, next);
+  if (std::string err = runtime.reload(next.cluster, next.lb); !err.empty()) {
+    log::error("reload failed: " + err + "; keeping the running config");
+    return;
+  }
+  log::apply(next.lb.log);
+  for (const auto& w : next.warnings) log::warning(w);
+  // What needs a restart keeps its running value: remember those, so the
+  // next diff still reports them.
+  next.lb.threads = running.lb.threads;
+  next.lb.maxconn = running.lb.maxconn;
+  next.lb.stick_table = running.lb.stick_table;
+  next.lb.stats = running.lb.stats;
+  next.lb.admin_socket = running.lb.admin_socket;
+  running = std::move(next);
+  log::info("reload ok: " + diff.summary());
+}
+
 }  // namespace
 
 int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cluster, const config::LbConfig& lb) {
-  (void)config_dir;
-  // Signals are taken synchronously by this thread only: block them before
-  // any worker thread exists so every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  // A peer that closed must not kill the process through a write.
-  signal(SIGPIPE, SIG_IGN);
+  // Blocks the signals before any thread exists, so every thread inherits
+  // the mask and only this one takes them.
+  SignalLoop signals;
+  log::apply(lb.log);
+  config::LbConfigSet running;
+  running.dir = config_dir;
+  running.cluster = cluster;
+  running.lb = lb;
 
-  log::set_level(lb.log.level);
-  log::set_format(lb.log.format);
-
-  Runtime runtime(cluster, lb);
-  if (std::string err = runtime.start(); !err.empty()) {
+  std::unique_ptr<Runtime> runtime;
+  try {
+    runtime = std::make_unique<Runtime>(cluster, lb);
+  } catch (const std::exception& e) {
+    log::error(e.what());
+    return 1;
+  }
+  if (std::string err = runtime->start(); !err.empty()) {
     log::error(err);
     return 1;
   }
@@ -48,14 +77,14 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
   std::unique_ptr<StatsServer> stats;
   if (lb.stats) {
     stats = std::make_unique<StatsServer>(StatsServer::Options{.bind = lb.stats->bind},
-                                          [&runtime, process] { return collect_stats(runtime, process); });
+                                          [&runtime, process] { return collect_stats(*runtime, process); });
     if (std::string err = stats->start(); !err.empty()) {
       log::error(err);
       return 1;
     }
     log::info("stats on http://" + lb.stats->bind.toString() + "/stats (JSON: /stats;json, Prometheus: /metrics)");
   }
-  AdminCommands commands(runtime, process);
+  AdminCommands commands(*runtime, process);
   std::unique_ptr<AdminSocket> admin;
   if (lb.admin_socket) {
     AdminSocket::Options o;
@@ -69,28 +98,18 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
     }
     log::info("admin socket on " + lb.admin_socket->path.string());
   }
-  for (;;) {
-    timespec tick{1, 0};
-    int sig = sigtimedwait(&signals, nullptr, &tick);
-    if (sig < 0) {
-      if (errno == EAGAIN || errno == EINTR) {
-        runtime.tick();
-        continue;
-      }
-      log::error("sigtimedwait failed");
-      break;
-    }
-    if (sig == SIGHUP) {
-      log::warning("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-      continue;
-    }
-    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping (grace " +
-              std::to_string(kStopGrace.count()) + " s)");
-    break;
-  }
+
+  const int sig = signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  const auto grace = running.lb.shutdown_grace;
+  log::info(std::string("received ") + signal_name(sig) + ", stopping: listeners closed, " +
+            std::to_string(runtime->active_sessions()) + " connections get up to " + std::to_string(grace.count()) +
+            " ms to finish");
+  runtime->stop_accepting();
+  const auto end = signals.drain(grace, [&] { return runtime->active_sessions(); });
+  if (end == SignalLoop::DrainEnd::GraceOver) log::info("grace period over");
   admin.reset();
   stats.reset();
-  runtime.stop(kStopGrace);
+  runtime->close_all();
   log::info("stopped");
   return 0;
 }

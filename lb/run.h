@@ -1,6 +1,11 @@
 #pragma once
-// Runs edgepin-lb in the foreground until SIGTERM or SIGINT. Returns the
-// process exit code.
+// Runs edgepin-lb in the foreground (common/signal_loop.h):
+//   SIGHUP           reloads the configuration directory (an invalid one is
+//                    logged and the running one kept);
+//   SIGTERM, SIGINT  stops accepting, gives established connections
+//                    shutdown_grace_ms to finish, closes the rest, exits 0;
+//                    a second one ends the grace period at once.
+// Returns the process exit code.
 #include <filesystem>
 
 #include "common/config_cluster.h"

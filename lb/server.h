@@ -19,11 +19,17 @@ enum class AdminState : uint8_t {
 };
 
 struct ServerState {
-  // --- identity (immutable) ---
+  // --- identity (immutable; a node keeps its id across reloads) ---
   uint32_t id = 0;   // index in the server list of the running config
   std::string name;  // node name from cluster.json
   uint16_t tag = 0;  // node tag (0 = not an edgepin node)
-  uint32_t weight = 100;
+
+  // --- set by a configuration reload (SIGHUP) ---
+  std::atomic<uint32_t> weight{100};
+  // No longer in cluster.json: takes nothing new, its established
+  // connections finish. Kept (not freed) so they and the stick table's
+  // server ids stay valid; re-adding the node name revives it.
+  std::atomic<bool> removed{false};
 
   // --- shared mutable state ---
   std::atomic<bool> healthy{true};
@@ -58,13 +64,14 @@ struct ServerState {
 
   // May receive a client that is already bound to it (tag, stick table).
   bool usable_for_bound() const {
-    return healthy.load(std::memory_order_relaxed) &&
+    return !removed.load(std::memory_order_relaxed) && healthy.load(std::memory_order_relaxed) &&
            admin.load(std::memory_order_relaxed) != AdminState::Maint;
   }
   // May receive a client the balancer picks.
   bool usable_for_new() const {
-    return healthy.load(std::memory_order_relaxed) &&
-           admin.load(std::memory_order_relaxed) == AdminState::Ready && weight > 0;
+    return !removed.load(std::memory_order_relaxed) && healthy.load(std::memory_order_relaxed) &&
+           admin.load(std::memory_order_relaxed) == AdminState::Ready &&
+           weight.load(std::memory_order_relaxed) > 0;
   }
 };
 

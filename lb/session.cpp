@@ -3,6 +3,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <vector>
@@ -52,6 +53,18 @@ const char* version_name(uint16_t v) {
 std::string loggable(const std::string& s) {
   std::string out;
   for (char c : s) out += (c > 0x20 && c < 0x7f) ? c : '?';
+  return out;
+}
+
+// A failed connect's cause as one log token: "timeout" (our connect
+// deadline or the kernel's), "refused", else the errno name ("ehostunreach").
+std::string connect_error_token(int error) {
+  if (error == ETIMEDOUT) return "timeout";
+  if (error == ECONNREFUSED || error == 0) return "refused";  // an EOF while connecting is a refusal
+  const char* name = strerrorname_np(error);
+  if (!name) return "errno" + std::to_string(error);
+  std::string out(name);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -311,13 +324,19 @@ void Session::on_connected() {
   bufferevent_setwatermark(client_.get(), EV_READ, 0, 0);
   Relay::Options opts;
   opts.high_watermark = frontend_.relay_buffer;
-  opts.idle_timeout = frontend_.idle_timeout;
+  opts.a_timeout = frontend_.client_timeout;
+  opts.b_timeout = frontend_.server_timeout;
+  opts.idle_timeout = frontend_.tunnel_timeout;
   relay_ = std::make_unique<Relay>(std::move(client_), std::move(server_), opts, [this](const Relay::Result& r) {
     switch (r.end) {
       case RelayEnd::BothClosed: finish(End::Closed); return;
       case RelayEnd::AReset: finish(End::ClientError, r.error); return;
       case RelayEnd::BReset: finish(End::ServerError, r.error); return;
-      case RelayEnd::IdleTimeout: finish(End::IdleTimeout); return;
+      case RelayEnd::IdleTimeout:
+        finish(r.timeout == RelayTimeout::A   ? End::ClientTimeout
+               : r.timeout == RelayTimeout::B ? End::ServerTimeout
+                                              : End::TunnelTimeout);
+        return;
       case RelayEnd::Stopped: finish(End::Shutdown); return;
     }
   });
@@ -367,6 +386,13 @@ void Session::finish(End why, int error) {
     server_state_->bytes_in.fetch_add(in, std::memory_order_relaxed);
     server_state_->bytes_out.fetch_add(out, std::memory_order_relaxed);
   }
+  // Without the access log (HAProxy's dontlog-normal), only sessions that
+  // ended abnormally or needed a retry get their line, as a warning.
+  const bool abnormal = why != End::Closed || attempts_ > 1;
+  if (!frontend_.access_log && !abnormal) {
+    worker_.release(this);  // destroys this session: nothing may follow
+    return;
+  }
   auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
   std::string line = "conn client=" + client_addr_.toString() + " frontend=" + frontend_.name +
                      " server=" + (server_state_ ? server_state_->name : "-") +
@@ -380,9 +406,16 @@ void Session::finish(End why, int error) {
   line += " bytes_in=" + std::to_string(in) + " bytes_out=" + std::to_string(out) +
           " duration_ms=" + std::to_string(ms) + " attempts=" + std::to_string(attempts_) +
           " end=" + to_string(why);
+  // Why the last failed connect attempt failed, even when a retry or a
+  // redispatch then succeeded.
+  if (attempts_ > 1 || why == End::ConnectFailed) line += " connect_error=" + connect_error_token(error_);
   if (!inspect_error_.empty()) line += " inspect=" + inspect_error_;
   if (error) line += std::string(" error=\"") + std::strerror(error) + "\"";
-  log::info(line);
+  if (frontend_.access_log) {
+    log::info(line);
+  } else {
+    log::warning(line);
+  }
   worker_.release(this);  // destroys this session: nothing may follow
 }
 

@@ -74,6 +74,7 @@ LbStats collect_stats(const Runtime& runtime, const ProcessInfo& process) {
   s.start_time_unix =
       std::chrono::duration_cast<std::chrono::seconds>(process.started_wall.time_since_epoch()).count();
   s.threads = runtime.workers().size();
+  s.maxconn = runtime.maxconn();
 
   for (const Frontend& f : runtime.frontends()) {
     FrontendStats fs;
@@ -101,11 +102,13 @@ LbStats collect_stats(const Runtime& runtime, const ProcessInfo& process) {
     const WorkerCounters& c = w->counters();
     s.connect_retries += c.connect_retries.get();
     s.redispatches += c.redispatches.get();
+    s.maxconn_pauses += c.maxconn_pauses.get();
     for (size_t i = 0; i < tls::kHelloErrorCount; ++i) s.inspect_errors[i] += c.inspect_errors[i].get();
   }
 
   for (const auto& sp : runtime.servers()) {
     const ServerState& st = *sp;
+    if (st.removed.load(std::memory_order_relaxed)) continue;  // dropped by a reload
     ServerStats ss;
     ss.name = st.name;
     ss.tag = st.tag;
@@ -162,6 +165,8 @@ nlohmann::ordered_json to_json(const LbStats& s) {
                  {"bytes_out", s.bytes_out},
                  {"connect_retries", s.connect_retries},
                  {"redispatches", s.redispatches},
+                 {"maxconn", s.maxconn},
+                 {"maxconn_pauses", s.maxconn_pauses},
                  {"routes", routes(s.routes)},
                  {"ends", ends(s.ends)},
                  {"inspect_errors", inspect}};
@@ -228,6 +233,10 @@ prometheus::Exposition lb_exposition(const LbStats& s) {
   e.add("edgepin_lb_connect_retries", {}, s.connect_retries);
   e.declare("edgepin_lb_redispatches", C, "Clients sent to another server after failed connects.");
   e.add("edgepin_lb_redispatches", {}, s.redispatches);
+  e.declare("edgepin_lb_maxconn", G, "The global limit of client connections at once.");
+  e.add("edgepin_lb_maxconn", {}, s.maxconn);
+  e.declare("edgepin_lb_maxconn_pauses", C, "Times a worker stopped accepting because maxconn was reached.");
+  e.add("edgepin_lb_maxconn_pauses", {}, s.maxconn_pauses);
   e.declare("edgepin_lb_inspect_errors", C, "ClientHellos that could not be parsed, by reason.");
   for (size_t i = 0; i < s.inspect_errors.size(); ++i) {
     if (static_cast<tls::HelloError>(i) == tls::HelloError::None) continue;
@@ -328,7 +337,7 @@ std::string td(std::string_view v, const char* cls = nullptr) {
 }
 std::string td(uint64_t v) { return "<td class=\"n\">" + std::to_string(v) + "</td>"; }
 
-// "closed=3 idle_timeout=1": the non-zero counters of an X-macro family.
+// "closed=3 client_timeout=1": the non-zero counters of an X-macro family.
 template <size_t N, typename KeyFn>
 std::string nonzero(const std::array<uint64_t, N>& a, KeyFn key) {
   std::string out;

@@ -95,6 +95,8 @@ struct LbStats {
   // Sums over workers.
   uint64_t connect_retries = 0;
   uint64_t redispatches = 0;
+  uint64_t maxconn = 0;         // the configured global limit
+  uint64_t maxconn_pauses = 0;  // times a worker stopped accepting at it
   std::array<uint64_t, tls::kHelloErrorCount> inspect_errors{};
 
   std::vector<FrontendStats> frontends;

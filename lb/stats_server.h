@@ -1,41 +1,24 @@
 #pragma once
-// The lb's stats listener (lb.json "stats"), on an event loop thread of its
-// own so a slow scraper never delays a client:
-//   GET / or /stats                    HTML page (refreshes itself)
-//   GET /stats;json, /stats?json,
-//       or / and /stats with
-//       "Accept: application/json"     JSON
-//   GET /metrics                       Prometheus text, format 0.0.4
-// HEAD is answered like GET without the body; other methods get 405,
-// other paths 404, malformed requests the parser's status (400, 414, 431..).
-// One request per connection (Connection: close): the request head is
-// bounded (kMaxStatsRequestHead) and must arrive, and the answer be
-// written, within the connection deadline. At most max_clients connections
-// at once; more are closed at accept.
-#include <sys/time.h>
-
+// The lb's stats listener (lb.json "stats"): the HTML page, JSON and
+// Prometheus metrics of lb/stats.*, served by the shared operator HTTP
+// server (common/stats_http_server.h says which path gives what and how
+// requests are bounded).
 #include <cstdint>
 #include <functional>
-#include <memory>
 #include <string>
-#include <unordered_map>
 
-#include "common/event_loop.h"
-#include "common/net_address.h"
+#include "common/stats_http_server.h"
 #include "lb/stats.h"
 
 namespace edgepin::lb {
 
-inline constexpr size_t kMaxStatsRequestHead = 8 * 1024;
-inline constexpr size_t kMaxStatsRequestFields = 64;
-inline constexpr timeval kStatsConnectionDeadline{10, 0};
-inline constexpr size_t kMaxStatsClients = 64;
-
-// What a stats request asks for, from its method, target and Accept field.
-enum class StatsPage : uint8_t { Html, Json, Metrics, NotFound };
-// `target` is the request target (origin-form path and query); `accept` the
-// Accept field's value (empty when absent).
-StatsPage stats_page_for(std::string_view target, std::string_view accept);
+// The routing and limits live in common/; these names stay for callers.
+using edgepin::kMaxStatsClients;
+using edgepin::kMaxStatsRequestFields;
+using edgepin::kMaxStatsRequestHead;
+using edgepin::kStatsConnectionDeadline;
+using edgepin::StatsPage;
+using edgepin::stats_page_for;
 
 class StatsServer {
  public:
@@ -49,40 +32,19 @@ class StatsServer {
   };
 
   StatsServer(Options options, Source source);
-  ~StatsServer();  // stops
   StatsServer(const StatsServer&) = delete;
   StatsServer& operator=(const StatsServer&) = delete;
 
   // Binds and starts the thread. Returns an empty string or the error
   // ("stats: bind 127.0.0.1:8888: Address already in use").
-  std::string start();
+  std::string start() { return server_.start(); }
   // Closes the listener and every connection and joins the thread.
-  void stop();
+  void stop() { server_.stop(); }
   // The bound port (the configured one, or the kernel's choice for port 0).
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_.port(); }
 
  private:
-  struct Connection;
-  static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr*, int, void* arg);
-  static void read_cb(bufferevent* bev, void* arg);
-  static void write_cb(bufferevent* bev, void* arg);
-  static void event_cb(bufferevent* bev, short what, void* arg);
-  static void deadline_cb(evutil_socket_t, short, void* arg);
-
-  void on_accept(evutil_socket_t fd);
-  void on_read(Connection& c);
-  // Writes the whole response and stops reading; write_cb closes once it
-  // is flushed. `send_body` false answers a HEAD.
-  void respond(Connection& c, int status, std::string_view content_type, std::string body,
-               const std::string& extra_headers = {}, bool send_body = true);
-  void close(Connection& c);
-
-  Options options_;
-  Source source_;
-  EventLoopThread loop_;
-  ListenerPtr listener_;
-  std::unordered_map<Connection*, std::unique_ptr<Connection>> connections_;
-  uint16_t port_ = 0;
+  StatsHttpServer server_;
 };
 
 }  // namespace edgepin::lb

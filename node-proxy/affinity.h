@@ -34,7 +34,7 @@ inline constexpr size_t kRawBytes = 1 + 2 + 4 + kMacBytes;  // 23 bytes → 31 b
 // Why a request is served where it is: one counter each (stats, logs).
 #define EDGEPIN_AFFINITY_OUTCOMES(X)                                                   \
   X(Local, "local")                  /* owned by this node */                          \
-  X(Relay, "relay")                  /* owned by another node that is up */            \
+  X(Relay, "relayed_out")            /* owned by another node that is up */            \
   X(NoCookie, "no_cookie")           /* no affinity data: new user or session */       \
   X(BadMac, "bad_mac")               /* cookie present but forged, stale or garbled */ \
   X(UnknownOwner, "unknown_owner")   /* names no node of the cluster */                \

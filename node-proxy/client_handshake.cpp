@@ -11,6 +11,7 @@
 
 #include "common/log.h"
 #include "node-proxy/counters.h"
+#include "node-proxy/peer_tls.h"
 #include "node-proxy/tls_context.h"
 
 namespace edgepin::nodeproxy {
@@ -58,7 +59,7 @@ ClientHandshake::ClientHandshake(event_base* base, const ListenerSetup& listener
   info_.peer = peer;
   info_.client = peer;
   info_.public_port = listener.config->public_port;
-  info_.tls = listener.tls != nullptr;
+  info_.tls = listener.tls != nullptr || listener.peer != nullptr;
 }
 
 ClientHandshake::~ClientHandshake() {
@@ -147,13 +148,13 @@ void ClientHandshake::apply_proxy_header(const proxy::Header& header) {
 
 void ClientHandshake::begin_transport() {
   phase_ = Phase::Tls;
-  if (listener_.tls == nullptr) {
+  if (listener_.tls == nullptr && listener_.peer == nullptr) {
     bev_.reset(bufferevent_socket_new(base_, fd_, kBevOptions));
     if (!bev_) return fail(HandshakeFailure::Internal, "bufferevent_socket_new");
     fd_ = -1;
     return succeed();
   }
-  SslPtr ssl = listener_.tls->new_ssl();
+  SslPtr ssl = listener_.peer ? listener_.peer->new_server_ssl() : listener_.tls->new_ssl();
   if (!ssl) return fail(HandshakeFailure::Internal, "SSL_new");
   // With BEV_OPT_CLOSE_ON_FREE libevent owns the SSL from this call on,
   // also when it fails (it frees it then). The socket stays ours on
@@ -178,6 +179,13 @@ void ClientHandshake::on_tls_event(bufferevent*, short what, void* arg) {
 
 void ClientHandshake::tls_connected() {
   SSL* ssl = bufferevent_openssl_get_ssl(bev_.get());
+  if (listener_.peer) {
+    // The verify callback already refused certificates naming no node;
+    // this reads back which node it is (for the relay marker and the log).
+    info_.peer_node = listener_.peer->node_of(ssl);
+    if (info_.peer_node.empty()) return fail(HandshakeFailure::TlsError, "peer certificate names no cluster node");
+    counters_.peer_connections_accepted.add();
+  }
   info_.tls_resumed = SSL_session_reused(ssl) == 1;
   (info_.tls_resumed ? counters_.tls_handshakes_resumed : counters_.tls_handshakes_full).add();
   info_.tls_version = SSL_get_version(ssl);
@@ -205,6 +213,17 @@ void ClientHandshake::tls_failed(short what) {
     char buf[256];
     ERR_error_string_n(e, buf, sizeof buf);
     reasons += (reasons.empty() ? "" : "; ") + std::string(buf);
+  }
+  if (listener_.peer) {
+    // Why the client certificate was refused, in words an operator can act on.
+    const SSL* ssl = bufferevent_openssl_get_ssl(bev_.get());
+    const long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+    if (v == X509_V_ERR_HOSTNAME_MISMATCH) {
+      reasons += (reasons.empty() ? "" : "; ") + std::string("client certificate names no node of the cluster");
+    } else if (v != X509_V_OK) {
+      reasons += (reasons.empty() ? "" : "; ") + std::string("client certificate: ") +
+                 X509_verify_cert_error_string(v);
+    }
   }
   if (!reasons.empty()) return fail(HandshakeFailure::TlsError, reasons);
   if (protocol_error) return fail(HandshakeFailure::TlsError, "protocol error");
@@ -234,6 +253,10 @@ void ClientHandshake::fail(HandshakeFailure failure, const std::string& detail) 
     case HandshakeFailure::None:
     case HandshakeFailure::Internal: break;
   }
+  const bool peer_refused = listener_.peer != nullptr && (failure == HandshakeFailure::TlsError ||
+                                                          failure == HandshakeFailure::TlsTimeout ||
+                                                          failure == HandshakeFailure::TlsClosed);
+  if (peer_refused) counters_.peer_connections_refused.add();
   std::string line = "listener " + info_.listener + ": connection from " + info_.peer.toString();
   if (info_.proxied) line += " (client " + info_.client.toString() + ")";
   line += " closed: " + std::string(to_string(failure)) + ": " + detail;
@@ -242,12 +265,18 @@ void ClientHandshake::fail(HandshakeFailure failure, const std::string& detail) 
   // connection closed before it said anything wrong (port probes, the lb's
   // tls-hello check) is counted but, like HAProxy's dontlognull, only
   // logged at debug level.
-  switch (failure) {
-    case HandshakeFailure::ProxyHeaderInvalid:
-    case HandshakeFailure::Internal: log::warning(line); break;
-    case HandshakeFailure::ProxyHeaderClosed:
-    case HandshakeFailure::TlsClosed: log::debug(line); break;
-    default: log::info(line); break;
+  if (peer_refused) {
+    // Only cluster nodes may speak on the peer port: anything else is worth
+    // an operator's attention (a misissued certificate, a scan).
+    log::warning(line + " (peer link refused)");
+  } else {
+    switch (failure) {
+      case HandshakeFailure::ProxyHeaderInvalid:
+      case HandshakeFailure::Internal: log::warning(line); break;
+      case HandshakeFailure::ProxyHeaderClosed:
+      case HandshakeFailure::TlsClosed: log::debug(line); break;
+      default: log::info(line); break;
+    }
   }
   readable_.reset();
   if (deadline_) evtimer_del(deadline_.get());

@@ -12,7 +12,9 @@
 // of a header belongs to it). The first application byte, the TLS
 // ClientHello or the HTTP request, stays in the socket, so the TLS or plain
 // bufferevent is built on the bare socket with nothing to carry over.
+#include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <string>
 #include <string_view>
@@ -26,6 +28,7 @@
 
 namespace edgepin::nodeproxy {
 
+class PeerTls;
 class TlsContext;
 struct NodeCounters;
 
@@ -57,10 +60,39 @@ constexpr std::string_view to_string(HandshakeFailure f) {
   return "?";
 }
 
-// A listener as the data path sees it, resolved once at start.
+// The TLS context a listener's new handshakes start on. A reload (SIGHUP)
+// swaps it from the main thread while workers read it: each handshake reads
+// it once, and a connection keeps the SSL_CTX it started with (the runtime
+// keeps a replaced context alive past the longest handshake).
+class TlsContextRef {
+ public:
+  TlsContextRef(const TlsContext* p = nullptr) : p_(p) {}  // NOLINT: implicit by design
+  TlsContextRef(const TlsContextRef& o) : p_(o.get()) {}
+  TlsContextRef& operator=(const TlsContextRef& o) {
+    p_.store(o.get(), std::memory_order_release);
+    return *this;
+  }
+  TlsContextRef& operator=(const TlsContext* p) {
+    p_.store(p, std::memory_order_release);
+    return *this;
+  }
+  const TlsContext* get() const { return p_.load(std::memory_order_acquire); }
+  const TlsContext* operator->() const { return get(); }
+  bool operator==(std::nullptr_t) const { return get() == nullptr; }
+
+ private:
+  std::atomic<const TlsContext*> p_;
+};
+
+// A listener as the data path sees it, resolved at start (its TLS context
+// is replaced by reloads).
 struct ListenerSetup {
   const config::Listener* config = nullptr;
-  const TlsContext* tls = nullptr;  // null: plain HTTP
+  TlsContextRef tls;  // null: plain HTTP (unless `peer`)
+  // The peer listener: mutual TLS against the cluster CA instead of `tls`
+  // (node-proxy/peer_tls.h). A refused client certificate is logged and
+  // counted (peer_connections_refused), an accepted one names the node.
+  const PeerTls* peer = nullptr;
   // Covers the PROXY header and the TLS handshake together: the TLS
   // handshake timeout on TLS listeners, the request header timeout on plain
   // ones (the PROXY header is then the start of the request).

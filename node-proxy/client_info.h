@@ -23,6 +23,11 @@ struct ClientInfo {
   bool tls_resumed = false;
   std::string sni;          // empty when the client sent none
   std::string alpn;         // negotiated protocol, empty when none
+  // On the peer listener only: the cluster node whose verified peer
+  // certificate opened this connection. Its requests are relayed ones:
+  // their X-Forwarded-* describe the true client and they are never
+  // relayed again (node-proxy/affinity.h).
+  std::string peer_node;
 };
 
 }  // namespace edgepin::nodeproxy

@@ -9,6 +9,7 @@
 #include "common/counter.h"
 #include "common/http1.h"
 #include "common/proxy_protocol.h"
+#include "node-proxy/affinity.h"
 
 namespace edgepin::nodeproxy {
 
@@ -91,6 +92,24 @@ struct NodeCounters {
   Counter upstream_connect_errors;  // connects refused or timed out (502/503/504)
   Counter upstream_timeouts;        // response_timeout reached (504 or cut)
   Counter upstream_retries;         // re-sent once after a reused connection died
+
+  // L7 affinity (node-proxy/affinity.h), one per proxied request: why it
+  // was served where it was. Relay is "relayed_out", Relayed "relayed_in".
+  std::array<Counter, affinity::kOutcomeCount> affinity;
+  Counter affinity_cookies_issued;  // Set-Cookie added to a local response
+  // Relays whose peer connection failed (refused, timed out, TLS refused)
+  // before anything was sent: served locally instead, counted as owner_down.
+  Counter relay_fallbacks;
+
+  // The peer link (node-proxy/peer_tls.*, the peer listener and the pools
+  // towards the peers).
+  Counter peer_connections_accepted;  // handshakes with a valid node certificate
+  Counter peer_connections_refused;   // handshakes refused or abandoned on the peer port
+  Counter peer_connects;              // new connections to peers
+  Counter peer_reuses;                // idle pooled peer connections handed out again
+  Counter peer_connect_errors;        // peer connects refused or timed out
+  Counter peer_timeouts;              // peer response_timeout reached
+  Counter peer_retries;               // re-sent once after a reused peer connection died
 };
 
 }  // namespace edgepin::nodeproxy

@@ -37,6 +37,91 @@ bool is_forwarding_field(std::string_view name) noexcept {
   return false;
 }
 
+bool is_edgepin_field(std::string_view name) noexcept {
+  return name.size() >= kEdgepinFieldPrefix.size() &&
+         http1::iequals(name.substr(0, kEdgepinFieldPrefix.size()), kEdgepinFieldPrefix);
+}
+
+namespace {
+
+std::string_view trim_ows(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool is_host_name(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+      return false;
+  return true;
+}
+
+}  // namespace
+
+std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, const ClientInfo& link,
+                                              std::string& error) {
+  std::optional<std::string_view> xff, proto, port, sni;
+  for (const http1::Field& f : fields) {
+    std::optional<std::string_view>* slot = nullptr;
+    if (http1::iequals(f.name, "x-forwarded-for")) slot = &xff;
+    else if (http1::iequals(f.name, "x-forwarded-proto")) slot = &proto;
+    else if (http1::iequals(f.name, "x-forwarded-port")) slot = &port;
+    else if (http1::iequals(f.name, kSniField)) slot = &sni;
+    if (!slot) continue;
+    if (*slot) {
+      error = "relayed request repeats " + std::string(f.name);
+      return std::nullopt;
+    }
+    *slot = trim_ows(f.value);
+  }
+  ClientInfo info = link;
+  if (xff) {
+    const std::optional<IpAddress> ip = IpAddress::parse(*xff);
+    if (!ip) {
+      error = "relayed request has a malformed X-Forwarded-For";
+      return std::nullopt;
+    }
+    info.client = SocketAddress(*ip, 0);
+    info.proxied = true;
+  }
+  if (proto) {
+    if (*proto == "https") info.tls = true;
+    else if (*proto == "http") info.tls = false;
+    else {
+      error = "relayed request has a malformed X-Forwarded-Proto";
+      return std::nullopt;
+    }
+  }
+  if (port) {
+    unsigned value = 0;
+    bool ok = !port->empty() && port->size() <= 5;
+    for (char c : *port) {
+      ok = ok && c >= '0' && c <= '9';
+      if (ok) value = value * 10 + static_cast<unsigned>(c - '0');
+    }
+    if (!ok || value == 0 || value > 65535) {
+      error = "relayed request has a malformed X-Forwarded-Port";
+      return std::nullopt;
+    }
+    info.public_port = static_cast<uint16_t>(value);
+  }
+  if (sni && !is_host_name(*sni)) {
+    error = "relayed request has a malformed " + std::string(kSniField);
+    return std::nullopt;
+  }
+  info.sni = sni ? std::string(*sni) : std::string();
+  // The link's own TLS facts do not describe the client's connection.
+  if (xff || proto) {
+    info.tls_version.clear();
+    info.tls_cipher.clear();
+    info.tls_resumed = false;
+    info.alpn.clear();
+  }
+  return info;
+}
+
 bool is_idempotent_method(std::string_view method) noexcept {
   static constexpr std::string_view kIdempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
   for (std::string_view m : kIdempotent)
@@ -118,6 +203,7 @@ void build_upstream_request(const http1::RequestHead& head, const ClientInfo& cl
     if (http1::iequals(f.name, "host")) continue;
     if (http1::is_hop_by_hop(f.name, head.fields, hop)) continue;
     if (is_forwarding_field(f.name)) continue;
+    if (is_edgepin_field(f.name)) continue;
     if (http1::iequals(f.name, "expect") && !head.expect_continue) continue;
     append_field(out, f.name, f.value);
   }

@@ -24,9 +24,21 @@
 //     from ClientInfo, so that nothing a client sends can spoof them.
 //   - Expect is kept only for a recognised "100-continue" (the upstream
 //     answers it; the proxy relays its 100).
+//   - the peer link's own fields (X-Edgepin-*) are removed as well: only
+//     the proxy writes them (UpstreamRequestOptions::extra_fields), so a
+//     client can neither fake a relay marker nor reach a peer's trust.
+//
+// Relayed requests (the peer link, node-proxy/affinity.h): the relaying
+// node writes X-Forwarded-For/-Proto/-Port from its own client connection
+// as above, plus X-Edgepin-Relayed: <its node name> and, when the client
+// sent an SNI, X-Edgepin-Sni. The owner believes those fields only on its
+// mutually authenticated peer listener (relayed_client_info), then writes
+// them anew for its Tomcat from that ClientInfo: Tomcat sees what it
+// would have seen had the client arrived at the owner directly.
 // Responses towards the client: hop-by-hop and framing fields go, the
 // proxy writes the framing and connection fields it will honour.
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -46,6 +58,29 @@ inline constexpr std::string_view kForwardingFields[] = {
 
 // True when `name` (any case) is one of kForwardingFields.
 bool is_forwarding_field(std::string_view name) noexcept;
+
+// The node-proxies' own fields start with this (any case).
+inline constexpr std::string_view kEdgepinFieldPrefix = "x-edgepin-";
+// Written by a relaying node (its node name) and, towards Tomcat, by the
+// owner (the node the request came through): a relayed request is never
+// relayed again.
+inline constexpr std::string_view kRelayedField = "X-Edgepin-Relayed";
+// The client's SNI, from the relaying node to the owner.
+inline constexpr std::string_view kSniField = "X-Edgepin-Sni";
+
+// True when `name` (any case) starts with kEdgepinFieldPrefix.
+bool is_edgepin_field(std::string_view name) noexcept;
+
+// For a request received on the peer listener over connection `link`
+// (whose peer_node is the relaying node): the ClientInfo of the client the
+// relaying node served, from the X-Forwarded-For (one IP address),
+// X-Forwarded-Proto ("https" or "http"), X-Forwarded-Port (1..65535) and
+// X-Edgepin-Sni (a host name) it wrote. A field that is absent keeps the
+// link's value (a peer's own request, such as its health check). Returns
+// nullopt and sets `error` when a field is repeated or malformed: the
+// relaying node never writes such a request.
+std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, const ClientInfo& link,
+                                              std::string& error);
 
 // True for the methods RFC 9110 9.2.2 calls idempotent (GET, HEAD, OPTIONS,
 // TRACE, PUT, DELETE): a request the proxy may send a second time.

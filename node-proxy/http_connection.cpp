@@ -1,6 +1,7 @@
 #include "node-proxy/http_connection.h"
 
 #include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
 
@@ -8,9 +9,11 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <vector>
 
 #include "common/log.h"
 #include "node-proxy/header_policy.h"
+#include "node-proxy/stats.h"
 #include "node-proxy/upstream_pool.h"
 
 namespace edgepin::nodeproxy {
@@ -115,6 +118,24 @@ http1::Limits response_limits(const config::NodeProxyConfig& cfg) {
   return l;
 }
 
+// OpenSSL's reasons for a failed TLS upstream handshake, for the log.
+std::string tls_errors(bufferevent* bev) {
+  std::string out;
+  size_t n = 0;
+  while (unsigned long e = bufferevent_get_openssl_error(bev)) {
+    if (ERR_GET_LIB(e) == 0 || n++ >= 4) continue;  // libevent's own codes; drain the rest
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += (out.empty() ? "" : "; ") + std::string(buf);
+  }
+  return out;
+}
+
+uint32_t unix_now() {
+  return static_cast<uint32_t>(
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+}
+
 bool has_body(const BodyFraming& f) {
   return f.kind == BodyFraming::Kind::Chunked || (f.kind == BodyFraming::Kind::ContentLength && f.length > 0);
 }
@@ -136,6 +157,18 @@ const char* to_string(HttpConnection::State s) {
 
 // ---------------------------------------------------------------------------
 // Life cycle.
+
+ConnectionInfo HttpConnection::describe() const {
+  ConnectionInfo out;
+  out.client = info_;
+  out.state = to_string(state_);
+  out.requests = requests_;
+  out.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - accepted_);
+  // ex_ is reset when a request ends: between requests both stay empty.
+  if (!ex_.method.empty()) out.request = ex_.method + " " + ex_.target;
+  if (ex_.routed) out.destination = ex_.dest.name;
+  return out;
+}
 
 HttpConnection::HttpConnection(WorkerContext& ctx, BufferEventPtr client, ClientInfo info,
                                std::function<void(HttpConnection*)> on_closed)
@@ -235,6 +268,8 @@ void HttpConnection::upstream_event_cb(bufferevent*, short what, void* arg) {
       self->on_upstream_ready();
     } else {
       const int err = EVUTIL_SOCKET_ERROR();
+      if (self->upstream_ && self->ex_.dest.pool && self->ex_.dest.pool->tls())
+        self->upstream_tls_error_ = tls_errors(self->upstream_.get());
       self->on_connect_failed(err, (what & BEV_EVENT_TIMEOUT) != 0);
     }
   } else if (what & BEV_EVENT_TIMEOUT) {
@@ -373,6 +408,21 @@ void HttpConnection::on_request_head(size_t consumed) {
     return;
   }
 
+  // On the peer listener the client is the one the relaying node served,
+  // as its X-Forwarded-* say (believed only here, behind mutual TLS).
+  const ClientInfo* client = &info_;
+  if (!info_.peer_node.empty()) {
+    std::string why;
+    ex_.relayed = relayed_client_info(h.fields, info_, why);
+    if (!ex_.relayed) {
+      evbuffer_drain(bufferevent_get_input(client_.get()), consumed);
+      ex_.error = why;
+      send_error(400, why, true, RequestEnd::BadRequest);
+      return;
+    }
+    client = &*ex_.relayed;
+  }
+
   ex_.dest = route(h);
   if (!ex_.dest.pool) {
     evbuffer_drain(bufferevent_get_input(client_.get()), consumed);
@@ -384,9 +434,26 @@ void HttpConnection::on_request_head(size_t consumed) {
   // the upstream at all.
   opts.tunnel = h.upgrade_websocket;
   opts.keep_alive = ex_.dest.pool->config().pool_size > 0;
-  const std::string fallback_host = default_host();
+  const std::string fallback_host = default_host(*client);
   opts.default_host = fallback_host;
-  build_upstream_request(h, info_, cfg_.headers, opts, ex_.upstream_head);
+  // The marker: towards a peer it names us (the owner must not relay it
+  // again); towards Tomcat, on the peer listener, the node it came through.
+  std::vector<http1::Field> extra;
+  if (ex_.dest.peer) {
+    extra.push_back({kRelayedField, ctx_.self->name});
+    if (!client->sni.empty()) extra.push_back({kSniField, client->sni});
+  } else if (!info_.peer_node.empty()) {
+    extra.push_back({kRelayedField, info_.peer_node});
+  }
+  opts.extra_fields = extra;
+  build_upstream_request(h, *client, cfg_.headers, opts, ex_.upstream_head);
+  if (ex_.dest.peer) {
+    // Kept in case the owner cannot be reached (fall_back_locally).
+    UpstreamRequestOptions local = opts;
+    local.extra_fields = {};
+    local.keep_alive = ctx_.upstream && ctx_.upstream->config().pool_size > 0;
+    build_upstream_request(h, *client, cfg_.headers, local, ex_.fallback_head);
+  }
 
   // The head's views die with these bytes: everything needed was copied.
   evbuffer_drain(bufferevent_get_input(client_.get()), consumed);
@@ -430,12 +497,11 @@ bool HttpConnection::answer_builtin(const http1::RequestHead& h, size_t consumed
   } else if (health) {
     // Like HAProxy's monitor-uri: a passing check is counted, not logged.
     ex_.quiet = true;
-    const bool up = !ctx_.node || ctx_.node->tomcat_up.load(std::memory_order_relaxed);
-    const bool draining = ctx_.node && ctx_.node->draining.load(std::memory_order_relaxed);
-    if (draining) send_local(503, "text/plain; charset=utf-8", "DOWN: node is draining\n", close, RequestEnd::Local);
-    else if (!up)
-      send_local(503, "text/plain; charset=utf-8", "DOWN: tomcat is not responding\n", close, RequestEnd::Local);
-    else send_local(200, "text/plain; charset=utf-8", "UP\n", close, RequestEnd::Local);
+    // Without node state (never in the daemon) the node counts as serving.
+    const NodeState serving;
+    const LocalResponse answer = render_health(
+        ctx_.node ? *ctx_.node : serving, info_.peer_node.empty() ? HealthAudience::Balancer : HealthAudience::Peer);
+    send_local(answer.status, answer.content_type, answer.body, close, RequestEnd::Local);
   } else if (!allowed) {
     send_local(403, "text/plain; charset=utf-8", "403 Forbidden\n", close, RequestEnd::Local);
   } else if (!ctx_.stats_page) {
@@ -447,9 +513,41 @@ bool HttpConnection::answer_builtin(const http1::RequestHead& h, size_t consumed
   return true;
 }
 
-Destination HttpConnection::route(const http1::RequestHead&) const {
+Destination HttpConnection::route(const http1::RequestHead& h) {
   // The single routing point: the affinity layer decides here between the
   // local Tomcat and the owner's node-proxy.
+  ex_.routed = true;
+  if (!ctx_.cluster || !ctx_.self) {
+    ex_.affinity = affinity::Outcome::Disabled;
+    return local_destination();
+  }
+  auto link_of = [this](const config::Node& n) -> const WorkerContext::PeerLink* {
+    for (const WorkerContext::PeerLink& l : ctx_.peers)
+      if (l.state->node->tag == n.tag) return &l;
+    return nullptr;
+  };
+  affinity::Request req;
+  req.fields = &h.fields;
+  req.relayed_in = !info_.peer_node.empty();
+  req.now = unix_now();
+  const affinity::Decision d =
+      affinity::decide(*ctx_.cluster, *ctx_.self, ctx_.cookie_codec, req, [&](const config::Node& n) {
+        const WorkerContext::PeerLink* l = link_of(n);
+        return l != nullptr && l->state->up.load(std::memory_order_relaxed);
+      });
+  ex_.affinity = d.outcome;
+  ex_.issue_cookie = d.issue_cookie && ctx_.cookie_codec != nullptr;
+  const WorkerContext::PeerLink* link = d.outcome == affinity::Outcome::Relay && d.owner ? link_of(*d.owner) : nullptr;
+  if (!link) return local_destination();
+  Destination p;
+  p.pool = link->pool;
+  p.name = d.owner->name;
+  p.address = link->pool->config().address.toString();
+  p.peer = true;
+  return p;
+}
+
+Destination HttpConnection::local_destination() const {
   Destination d;
   d.pool = ctx_.upstream;
   d.name = "tomcat";
@@ -458,8 +556,26 @@ Destination HttpConnection::route(const http1::RequestHead&) const {
   return d;
 }
 
-std::string HttpConnection::default_host() const {
-  if (valid_host_name(info_.sni)) return info_.sni;
+void HttpConnection::fall_back_locally(const std::string& why) {
+  ctx_.counters->relay_fallbacks.add();
+  log::warning("peer link to " + ex_.dest.name + " (" + ex_.dest.address + "): " + why +
+               "; request served locally");
+  ex_.affinity = affinity::Outcome::OwnerDown;
+  // The local Tomcat may start a session here: it gets our cookie.
+  ex_.issue_cookie = ctx_.cookie_codec != nullptr && ctx_.cluster &&
+                     ctx_.cluster->affinity.mode == config::AffinityMode::Cookie;
+  ex_.dest = local_destination();
+  ex_.upstream_head = std::move(ex_.fallback_head);
+  ex_.fallback_head.clear();
+  if (!ex_.dest.pool) {
+    fail_upstream(RequestEnd::ConnectFailed, 503, "no upstream configured");
+    return;
+  }
+  start_upstream(false);
+}
+
+std::string HttpConnection::default_host(const ClientInfo& client) const {
+  if (valid_host_name(client.sni)) return client.sni;
   return cfg_.upstream.address.toString();
 }
 
@@ -513,8 +629,10 @@ void HttpConnection::start_upstream(bool fresh) {
   ex_.connected.reset();
   upstream_eof_ = false;
   upstream_error_ = 0;
+  upstream_tls_error_.clear();
   upstream_reading_ = false;
   UpstreamPool& pool = *ex_.dest.pool;
+  response_timeout_ = to_timeval(pool.config().response_timeout);
   if (!fresh) {
     if (BufferEventPtr bev = pool.take_idle()) {
       ex_.reused = true;
@@ -559,15 +677,26 @@ void HttpConnection::on_upstream_ready() {
 
 void HttpConnection::on_connect_failed(int error, bool timeout) {
   upstream_.reset();
-  ctx_.counters->upstream_connect_errors.add();
+  const std::string timeout_detail =
+      "connect to " + ex_.dest.address + " timed out after " +
+      std::to_string(ex_.dest.pool->config().connect_timeout.count()) + "ms";
+  const std::string failed_detail =
+      "connect to " + ex_.dest.address + " failed: " +
+      (!upstream_tls_error_.empty() ? "TLS: " + upstream_tls_error_ : std::strerror(error ? error : ECONNREFUSED));
+  if (ex_.dest.peer) {
+    ctx_.counters->peer_connect_errors.add();
+    if (!ex_.response_started && !ex_.fallback_head.empty()) {
+      fall_back_locally(timeout ? timeout_detail : failed_detail);
+      return;
+    }
+  } else {
+    ctx_.counters->upstream_connect_errors.add();
+  }
   if (timeout) {
-    fail_upstream(RequestEnd::ConnectTimeout, 504,
-                  "connect to " + ex_.dest.address + " timed out after " +
-                      std::to_string(cfg_.upstream.connect_timeout.count()) + "ms");
+    fail_upstream(RequestEnd::ConnectTimeout, 504, timeout_detail);
     return;
   }
-  fail_upstream(RequestEnd::ConnectFailed, ex_.dest.known_down ? 503 : 502,
-                "connect to " + ex_.dest.address + " failed: " + std::strerror(error ? error : ECONNREFUSED));
+  fail_upstream(RequestEnd::ConnectFailed, ex_.dest.known_down ? 503 : 502, failed_detail);
 }
 
 void HttpConnection::step_proxy() {
@@ -733,6 +862,19 @@ bool HttpConnection::on_response_head(size_t consumed) {
   o.framing = towards_client;
   o.connection = close ? ClientResponseOptions::Connection::Close : ClientResponseOptions::Connection::KeepAlive;
   o.client_http10 = ex_.http10;
+  // Our Tomcat started a session for a client without a valid cookie of
+  // ours: record the owner beside it (affinity.h, cookie mode).
+  std::string cookie;
+  http1::Field cookie_field;
+  if (ex_.issue_cookie && !ex_.dest.peer &&
+      affinity::response_sets_cookie(h.fields, ctx_.cluster->affinity.session_cookie)) {
+    cookie = affinity::set_cookie_value(ctx_.cluster->affinity, ctx_.cookie_codec->encode(ctx_.self->tag, unix_now()),
+                                        info_.tls);
+    cookie_field = {"Set-Cookie", cookie};
+    o.extra_fields = {&cookie_field, 1};
+    ex_.cookie_issued = true;
+    ctx_.counters->affinity_cookies_issued.add();
+  }
   build_client_response(h, o, head);
   evbuffer_add(cout, head.data(), head.size());
   ex_.bytes_out += head.size();
@@ -752,7 +894,7 @@ void HttpConnection::on_upstream_gone() {
   if (retry) {
     // A pooled connection the upstream had already given up on: the
     // request cannot have been processed, send it again on a new one.
-    ctx_.counters->upstream_retries.add();
+    (ex_.dest.peer ? ctx_.counters->peer_retries : ctx_.counters->upstream_retries).add();
     ex_.retried = true;
     upstream_.reset();
     start_upstream(true);
@@ -764,9 +906,10 @@ void HttpConnection::on_upstream_gone() {
 }
 
 void HttpConnection::on_upstream_timeout() {
-  ctx_.counters->upstream_timeouts.add();
+  (ex_.dest.peer ? ctx_.counters->peer_timeouts : ctx_.counters->upstream_timeouts).add();
   fail_upstream(RequestEnd::UpstreamTimeout, 504,
-                "no progress from upstream within " + std::to_string(cfg_.upstream.response_timeout.count()) + "ms");
+                "no progress from upstream within " +
+                    std::to_string(ex_.dest.pool->config().response_timeout.count()) + "ms");
 }
 
 void HttpConnection::on_client_timeout(bool writing) {
@@ -930,6 +1073,7 @@ void HttpConnection::end_request(RequestEnd end) {
   c.responses_by_class[(cls >= 1 && cls <= 5) ? static_cast<size_t>(cls) : 0].add();
   c.bytes_in.add(ex_.bytes_in);
   c.bytes_out.add(ex_.bytes_out);
+  if (ex_.routed) c.affinity[static_cast<size_t>(ex_.affinity)].add();
 
   // Without an access log, failures still get their line (as a warning).
   const bool failed = ex_.status >= 500 || ex_.status == 408 ||
@@ -937,10 +1081,13 @@ void HttpConnection::end_request(RequestEnd end) {
   if (ex_.quiet && !failed) return;
   if (!cfg_.log.access_log && !failed) return;
   const Clock::time_point now = Clock::now();
-  std::string line = "http client=" + info_.client.toString() + " listener=" + loggable(info_.listener, 64);
+  // A relayed request is logged with the client the relaying node served.
+  const ClientInfo& who = ex_.relayed ? *ex_.relayed : info_;
+  std::string line = "http client=" + (ex_.relayed ? who.client.ip().toString() : who.client.toString()) +
+                     " listener=" + loggable(info_.listener, 64);
   line += " tls=" + (info_.tls ? loggable(info_.tls_version, 16) : std::string("-"));
   line += std::string(" resumed=") + (info_.tls ? (info_.tls_resumed ? "1" : "0") : "-");
-  line += " sni=" + loggable(info_.sni, 128);
+  line += " sni=" + loggable(who.sni, 128);
   line += " method=" + loggable(ex_.method, 32) + " path=" + (ex_.target.empty() ? std::string("-") : ex_.target);
   line += " status=" + (ex_.status ? std::to_string(ex_.status) : std::string("-"));
   line += " bytes_in=" + std::to_string(ex_.bytes_in) + " bytes_out=" + std::to_string(ex_.bytes_out);
@@ -954,6 +1101,9 @@ void HttpConnection::end_request(RequestEnd end) {
   } else {
     line += " upstream=-";
   }
+  if (ex_.routed) line += std::string(" affinity=") + affinity::to_string(ex_.affinity);
+  if (!info_.peer_node.empty()) line += " relayed_from=" + info_.peer_node;
+  if (ex_.cookie_issued) line += " cookie=issued";
   line += " total_ms=" + std::to_string(ms_between(ex_.started, now));
   line += std::string(" end=") + to_string(end);
   if (!ex_.error.empty()) line += " error=\"" + loggable(ex_.error, 200) + "\"";

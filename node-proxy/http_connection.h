@@ -81,6 +81,19 @@
 //     to the response head received (the upstream's think time); end is
 //     the RequestEnd (counters.h). Passing health checks are counted, not
 //     logged (HAProxy's monitor-uri).
+//   - Affinity (node-proxy/affinity.h, DESIGN.md mechanism 3): route()
+//     calls affinity::decide() for every proxied request. Local, no or bad
+//     cookie, unknown or down owner: the local Tomcat. Relay: the owner's
+//     peer link, with the client's facts in X-Forwarded-* and the marker
+//     X-Edgepin-Relayed (header_policy.h). A relay whose peer connection
+//     fails before any byte was sent is served locally instead (counted as
+//     owner_down and relay_fallbacks): the owner is as good as down. On the
+//     peer listener (ClientInfo::peer_node set) every request is served
+//     locally: one hop at most. When a locally served response starts a
+//     session (Set-Cookie of the session cookie) and the request had no
+//     valid affinity cookie for this node, the response gets the affinity
+//     cookie too (cookie mode). The access log adds affinity=<outcome>,
+//     relayed_from=<node> on the peer listener and cookie=issued.
 //   - shutdown() finishes the request in progress (its response says
 //     "Connection: close") and closes; an idle connection closes at once; a
 //     tunnel runs on until it ends or the owner destroys the connection.
@@ -97,6 +110,7 @@
 #include "common/event_ptr.h"
 #include "common/http1.h"
 #include "common/relay.h"
+#include "node-proxy/affinity.h"
 #include "node-proxy/client_info.h"
 #include "node-proxy/counters.h"
 #include "node-proxy/worker_context.h"
@@ -117,14 +131,25 @@ inline constexpr std::chrono::milliseconds kLingerTimeout{2000};
 // Longest request target written to the access log (longer ones are cut).
 inline constexpr size_t kLogTargetMax = 256;
 
-// Where a request goes. Today every proxied request goes to the worker's
-// Tomcat pool; the affinity layer (issue 5) adds a peer node-proxy's pool
-// and the fields it writes (its cookie) without touching the request path.
+// Where a request goes: the worker's Tomcat pool, or (affinity relay) the
+// worker's pool to the owner node's peer listener. Both are UpstreamPools
+// and the same forwarding code serves both; a peer is an upstream with TLS.
 struct Destination {
   UpstreamPool* pool = nullptr;
-  std::string name;          // for the log: "tomcat", later a node name
+  std::string name;          // for the log: "tomcat", or the owner's node name
   bool known_down = false;   // its health check fails: a refused connect is 503
   std::string address;       // for the log
+  bool peer = false;         // the peer link (relayed out)
+};
+
+// One line of the admin socket's `show sessions`.
+struct ConnectionInfo {
+  ClientInfo client;
+  const char* state = "";
+  uint64_t requests = 0;         // finished on this connection
+  std::chrono::milliseconds age{0};
+  std::string request;           // "METHOD target" in progress, empty when idle
+  std::string destination;       // where it went: "tomcat" or the owner node
 };
 
 class HttpConnection {
@@ -161,6 +186,7 @@ class HttpConnection {
   // Bytes this connection holds in its buffers now (both bufferevents'
   // input and output, the body pre-buffer); bounded by a few watermarks.
   size_t buffered_bytes() const;
+  ConnectionInfo describe() const;
 
  private:
   enum class TimerKind : uint8_t { None, Header, Idle, Linger };
@@ -181,6 +207,14 @@ class HttpConnection {
     uint64_t bytes_out = 0;     // response bytes written to the client
     Destination dest;
     std::string upstream_head;  // kept until the response starts: a retry resends it
+    // Affinity: set by route() for proxied requests.
+    bool routed = false;
+    affinity::Outcome affinity = affinity::Outcome::Disabled;
+    bool issue_cookie = false;   // add our cookie if the response starts a session
+    bool cookie_issued = false;
+    std::string fallback_head;   // relayed out: the head for the local Tomcat
+    // On the peer listener: the client the relaying node served.
+    std::optional<ClientInfo> relayed;
     int attempts = 0;
     bool reused = false;
     bool retried = false;
@@ -220,8 +254,12 @@ class HttpConnection {
   void on_request_head(size_t consumed);
   void on_request_error(http1::Error error);
   bool answer_builtin(const http1::RequestHead& head, size_t consumed);
-  Destination route(const http1::RequestHead& head) const;
-  std::string default_host() const;
+  // Decides where the request goes (affinity) and records why in ex_.
+  Destination route(const http1::RequestHead& head);
+  Destination local_destination() const;
+  // A relay could not reach its owner: serve the request here instead.
+  void fall_back_locally(const std::string& why);
+  std::string default_host(const ClientInfo& client) const;
 
   void start_upstream(bool fresh);
   void on_upstream_ready();
@@ -300,12 +338,14 @@ class HttpConnection {
   bool client_reading_ = false;
   bool upstream_eof_ = false;
   int upstream_error_ = 0;
+  std::string upstream_tls_error_;  // why a TLS upstream's handshake failed
   bool upstream_reading_ = false;
   bool draining_ = false;       // shutdown() was called
   bool lingering_ = false;
   bool in_advance_ = false;
   bool again_ = false;
   uint64_t requests_ = 0;
+  const std::chrono::steady_clock::time_point accepted_ = std::chrono::steady_clock::now();
 };
 
 const char* to_string(HttpConnection::State s);

@@ -6,6 +6,7 @@
 #include "common/cli.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/log_setup.h"
 #include "node-proxy/run.h"
 
 namespace {
@@ -37,6 +38,8 @@ int main(int argc, char** argv) {
     return cli::reportCheck(kProgram, config::summary(cfg), cfg.warnings, std::cout, std::cerr);
   }
 
+  // The configured format and target from the first line on.
+  log::apply(cfg.proxy.log);
   for (const auto& w : cfg.warnings) log::warning(w);
   log::info("configuration valid: " + config::summary(cfg));
   return nodeproxy::run(cfg);

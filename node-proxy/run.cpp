@@ -1,29 +1,55 @@
 #include "node-proxy/run.h"
 
-#include <pthread.h>
-#include <signal.h>
+#include <unistd.h>
 
-#include <cerrno>
 #include <exception>
+#include <memory>
 
+#include "common/admin_socket.h"
+#include "common/config_diff.h"
 #include "common/log.h"
+#include "common/log_setup.h"
+#include "common/signal_loop.h"
+#include "node-proxy/admin.h"
+#include "node-proxy/metrics.h"
 #include "node-proxy/runtime.h"
 
 namespace edgepin::nodeproxy {
 
-int run(const config::NodeConfigSet& config) {
-  // Signals are taken synchronously by this thread only: block them before
-  // any worker thread exists so that every thread inherits the mask.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+namespace {
 
-  log::set_level(config.proxy.log.level);
-  log::set_format(config.proxy.log.format);
+// SIGHUP: loads the directory again with the start-up loader (which opens
+// and checks every certificate and key) and applies it. Anything the loader
+// or OpenSSL refuses leaves the running configuration untouched.
+void reload(Runtime& runtime, std::shared_ptr<const config::NodeConfigSet>& running) {
+  auto next = std::make_shared<config::NodeConfigSet>();
+  try {
+    *next = config::loadNodeProxy(running->dir, running->self.name);
+  } catch (const std::exception& e) {
+    log::error(std::string("reload failed: ") + e.what() + "; keeping the running config");
+    return;
+  }
+  const config::ConfigDiff diff = config::diffNodeProxy(*running, *next);
+  if (std::string err = runtime.reload(next); !err.empty()) {
+    log::error("reload failed: " + err + "; keeping the running config");
+    return;
+  }
+  log::apply(next->proxy.log);
+  for (const auto& w : next->warnings) log::warning(w);
+  running = std::move(next);
+  // Certificates are re-read on every reload, whether or not their paths
+  // changed (a renewal rewrites the same files).
+  log::info("reload ok: " + diff.summary() +
+            (runtime.has_tls() ? "; certificates re-read, ticket keys kept" : ""));
+}
+
+}  // namespace
+
+int run(const config::NodeConfigSet& config) {
+  // Blocks the signals before any thread exists, so every thread inherits
+  // the mask and only this one takes them.
+  SignalLoop signals;
+  log::apply(config.proxy.log);
 
   std::unique_ptr<Runtime> runtime;
   try {
@@ -36,26 +62,45 @@ int run(const config::NodeConfigSet& config) {
     log::error(err);
     return 1;
   }
-  for (;;) {
-    timespec tick{1, 0};
-    const int sig = sigtimedwait(&signals, nullptr, &tick);
-    if (sig < 0) {
-      if (errno == EAGAIN || errno == EINTR) {
-        runtime->tick();
-        continue;
-      }
-      log::error("sigtimedwait failed");
-      break;
+  // The operator's views. Both read the runtime, so both stop before it.
+  std::unique_ptr<StatsHttpServer> metrics;
+  if (const auto& bind = config.proxy.stats.metrics_bind) {
+    metrics = make_metrics_server(*bind, [&runtime] { return runtime->stats_source(); });
+    if (std::string err = metrics->start(); !err.empty()) {
+      log::error(err);
+      return 1;
     }
-    if (sig == SIGHUP) {
-      log::warning("SIGHUP: configuration reload is not supported yet; restart to apply changes");
-      continue;
-    }
-    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping (grace " +
-              std::to_string(kStopGrace.count()) + " s)");
-    break;
+    log::info("metrics on http://" + bind->toString() + "/metrics (stats: /stats, /stats;json)");
   }
-  runtime->stop(kStopGrace);
+  AdminCommands commands(*runtime, getpid());
+  std::unique_ptr<AdminSocket> admin;
+  if (const auto& a = config.proxy.admin_socket) {
+    AdminSocket::Options o;
+    o.path = a->path;
+    o.mode = a->mode;
+    admin = std::make_unique<AdminSocket>(
+        o, [&commands](std::string_view line) { return commands.handle(line); }, "np-admin");
+    if (std::string err = admin->start(); !err.empty()) {
+      log::error(err);
+      return 1;
+    }
+    log::info("admin socket on " + a->path.string());
+  }
+
+  // The running configuration; the runtime keeps the start-up one (and
+  // every reloaded one still in use) alive itself.
+  auto running = std::make_shared<const config::NodeConfigSet>(config);
+  const int sig = signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  const auto grace = running->proxy.shutdown_grace;
+  log::info(std::string("received ") + signal_name(sig) + ", stopping: listeners closed, idle connections closed, " +
+            std::to_string(runtime->active_connections()) + " connections get up to " +
+            std::to_string(grace.count()) + " ms to finish their requests");
+  runtime->stop_accepting();
+  const auto end = signals.drain(grace, [&] { return runtime->active_connections(); });
+  if (end == SignalLoop::DrainEnd::GraceOver) log::info("grace period over");
+  admin.reset();
+  metrics.reset();
+  runtime->close_all();
   log::info("stopped");
   return 0;
 }

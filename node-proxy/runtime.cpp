@@ -1,5 +1,6 @@
 #include "node-proxy/runtime.h"
 
+#include <algorithm>
 #include <future>
 #include <thread>
 
@@ -28,6 +29,25 @@ Runtime::Runtime(const config::NodeConfigSet& config) : config_(config) {
     s.setup_timeout = l.tls ? np.timeouts.tls_handshake : np.timeouts.client_header;
     listeners_.push_back(s);
   }
+  if (np.peer.enabled) {
+    peer_tls_ = PeerTls::create(config.cluster, np.peer);
+    // The peer port speaks only the peer link: no PROXY header (peers
+    // connect directly), mutual TLS instead of the public certificates.
+    peer_listener_.name = "peer";
+    peer_listener_.tls = true;
+    peer_listener_.bind = config.self.endpoint(config::NodePort::Peer);
+    peer_listener_.proxy_protocol = config::AcceptProxy::None;
+    peer_listener_.public_port = config.self.peer_port;
+    ListenerSetup s;
+    s.config = &peer_listener_;
+    s.peer = peer_tls_.get();
+    s.setup_timeout = np.timeouts.tls_handshake;
+    listeners_.push_back(s);
+    for (const config::Node& n : config.peers) node_.peers.push_back(std::make_unique<PeerState>(n));
+  }
+  if (config.cluster.affinity.mode == config::AffinityMode::Cookie) {
+    cookie_codec_ = std::make_unique<affinity::CookieCodec>(config.cluster_key.bytes(), config.cluster.name);
+  }
   limit_.max = np.limits.max_connections;
 
   shared_.config = &config_;
@@ -35,10 +55,14 @@ Runtime::Runtime(const config::NodeConfigSet& config) : config_(config) {
   shared_.node = &node_;
   shared_.limit = &limit_;
   shared_.stats_page = [this](bool json) { return stats_page(json); };
+  shared_.peer_tls = peer_tls_.get();
+  shared_.cookie_codec = cookie_codec_.get();
 
   const unsigned threads = np.threads ? np.threads : std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(static_cast<int>(i), shared_));
   health_ = std::make_unique<TomcatHealthChecker>(np.health, np.upstream.address, node_);
+  if (peer_tls_ && !node_.peers.empty())
+    peer_health_ = std::make_unique<PeerHealthChecker>(np.peer, np.health, *peer_tls_, node_);
 }
 
 Runtime::~Runtime() { stop(std::chrono::milliseconds(0)); }
@@ -49,11 +73,12 @@ std::string Runtime::start() {
   }
   for (auto& w : workers_) w->start();
   health_->start();
+  if (peer_health_) peer_health_->start();
   started_ = true;
   std::string what;
   for (const ListenerSetup& l : listeners_) {
     what += (what.empty() ? "" : ", ") + l.config->name + " on " + l.config->bind.toString() +
-            (l.tls ? " (tls" : " (http") +
+            (l.peer ? " (peer link, mutual tls" : l.tls.get() ? " (tls" : " (http") +
             (l.config->proxy_protocol == config::AcceptProxy::None
                  ? ")"
                  : ", proxy " + std::string(config::to_string(l.config->proxy_protocol)) + ")");
@@ -73,6 +98,10 @@ std::string Runtime::start() {
 }
 
 void Runtime::tick() {
+  // Contexts and configurations replaced by reloads, once nothing uses them.
+  const auto now = std::chrono::steady_clock::now();
+  std::erase_if(retired_tls_, [now](const RetiredTls& r) { return r.free_after <= now; });
+  if (reloaded_.size() > 1 && active_connections() == 0) reloaded_.erase(reloaded_.begin(), reloaded_.end() - 1);
   if (!tls_) return;
   const tagging::RotateOutcome r = tls_->maybe_rotate_tickets(tagging::Clock::now());
   if (r == tagging::RotateOutcome::Rotated) {
@@ -90,7 +119,9 @@ size_t Runtime::active_connections() const {
   return n;
 }
 
-LocalResponse Runtime::stats_page(bool json) const {
+LocalResponse Runtime::stats_page(bool json) const { return render_stats(collect_stats(stats_source()), json); }
+
+StatsSource Runtime::stats_source() const {
   StatsSource src;
   src.node_name = config_.self.name;
   src.node_tag = config_.self.tag;
@@ -98,22 +129,74 @@ LocalResponse Runtime::stats_page(bool json) const {
   src.upstream = config_.proxy.upstream.address.toString();
   src.node = &node_;
   for (const auto& w : workers_) src.workers.push_back(&w->counters());
-  src.tls = tls_.get();
-  return render_stats(collect_stats(src), json);
+  {
+    std::lock_guard lock(tls_mu_);
+    src.tls = tls_.get();
+  }
+  src.affinity_mode = config_.cluster.affinity.mode;
+  return src;
 }
 
-void Runtime::stop(std::chrono::milliseconds grace) {
+std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
+  if (!started_) return "not running";
+  const config::NodeProxyConfig& np = next->proxy;
+  // The listener set itself needs a restart (config::diffNodeProxy): only
+  // swap TLS contexts when every listener still has the same TLS setting.
+  bool same_listeners = np.listeners.size() == config_.proxy.listeners.size();
+  for (size_t i = 0; same_listeners && i < np.listeners.size(); ++i)
+    same_listeners = np.listeners[i].tls == config_.proxy.listeners[i].tls;
+  std::unique_ptr<TlsContext> tls;
+  if (tls_ && np.tls && same_listeners) {
+    try {
+      // The same ring: tickets and tagged session IDs issued before the
+      // reload keep resuming.
+      tls = TlsContext::create(*np.tls, config_.self.tag, config_.self.name, tls_->ticket_keys());
+    } catch (const std::exception& e) {
+      return e.what();
+    }
+  }
+  if (tls) {
+    std::chrono::milliseconds longest{0};
+    for (size_t i = 0; i < config_.proxy.listeners.size(); ++i) {
+      if (!listeners_[i].tls.get()) continue;
+      listeners_[i].tls = tls.get();
+      longest = std::max(longest, listeners_[i].setup_timeout);
+    }
+    std::lock_guard lock(tls_mu_);
+    // A handshake that read the old context just before the swap ends
+    // within its setup timeout; a second covers the read itself.
+    retired_tls_.push_back({std::chrono::steady_clock::now() + longest + std::chrono::seconds(1), std::move(tls_)});
+    tls_ = std::move(tls);
+  }
+  // New connections read the new configuration; established ones keep
+  // theirs (kept alive in reloaded_).
+  reloaded_.push_back(next);
+  const config::NodeProxyConfig* proxy = &reloaded_.back()->proxy;
+  for (auto& w : workers_) {
+    std::promise<void> done;
+    auto f = done.get_future();
+    Worker* raw = w.get();
+    w->loop().post([raw, proxy, &done] {
+      raw->set_proxy_config(proxy);
+      done.set_value();
+    });
+    f.wait();
+  }
+  return {};
+}
+
+void Runtime::stop_accepting() {
   if (!started_) return;
-  started_ = false;
   // A stopping node is a draining node: its health check fails, so the lb
   // sends no new clients while the last requests finish.
   node_.draining.store(true, std::memory_order_relaxed);
   for (auto& w : workers_) w->stop_accepting();
-  const auto deadline = std::chrono::steady_clock::now() + grace;
-  while (active_connections() > 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(kDrainPoll);
-  if (size_t left = active_connections())
-    log::info("grace period over: closing " + std::to_string(left) + " connections");
+}
+
+void Runtime::close_all() {
+  if (!started_) return;
+  started_ = false;
+  if (size_t left = active_connections()) log::info("closing " + std::to_string(left) + " remaining connections");
   // Close the rest on their own threads, and wait until each worker has.
   for (auto& w : workers_) {
     std::promise<void> ended;
@@ -125,8 +208,19 @@ void Runtime::stop(std::chrono::milliseconds grace) {
     f.wait();
   }
   health_->stop();
+  if (peer_health_) peer_health_->stop();
   workers_.clear();
   health_.reset();
+  peer_health_.reset();
+}
+
+void Runtime::stop(std::chrono::milliseconds grace) {
+  if (!started_) return;
+  stop_accepting();
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  while (active_connections() > 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(kDrainPoll);
+  close_all();
 }
 
 }  // namespace edgepin::nodeproxy

@@ -1,14 +1,18 @@
 #pragma once
 // The running node-proxy: builds what the data path reads from a validated
-// configuration (TLS contexts, listener setups), starts the workers and the
-// Tomcat health checker, rotates ticket keys, and stops everything.
+// configuration (TLS contexts, listener setups, the peer link and the
+// affinity cookie's MAC), starts the workers, the Tomcat health checker and
+// the peer health checker, rotates ticket keys, and stops everything.
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "common/config.h"
+#include "node-proxy/affinity.h"
 #include "node-proxy/client_handshake.h"
+#include "node-proxy/peer_tls.h"
 #include "node-proxy/stats.h"
 #include "node-proxy/tls_context.h"
 #include "node-proxy/tomcat_check.h"
@@ -30,28 +34,69 @@ class Runtime {
   // Binds every listener on every worker and starts the threads. Returns an
   // empty string, or the first error (nothing is left running then).
   std::string start();
-  // Graceful stop: marks the node draining (health answers 503), stops
-  // accepting, waits up to `grace` for connections to end, then closes the
-  // rest and joins every thread.
+  // Applies a reloaded configuration (SIGHUP) without closing any
+  // connection: a new TLS context from the certificates as they are on disk
+  // now (same ticket key ring, so sessions keep resuming) for new
+  // handshakes, and the new header policy, timeouts and limits for new
+  // connections. What config::diffNodeProxy lists as needing a restart is
+  // left as it is. Returns an empty string, or the error (nothing changed
+  // then). Main thread only, after start().
+  std::string reload(std::shared_ptr<const config::NodeConfigSet> next);
+  // Graceful stop, step 1: marks the node draining (health answers 503),
+  // closes the listeners, closes idle keep-alive connections and lets busy
+  // ones finish their current request.
+  void stop_accepting();
+  // Step 2: closes what is left and joins every thread.
+  void close_all();
+  // Both steps, waiting up to `grace` in between.
   void stop(std::chrono::milliseconds grace);
   // Housekeeping from the main thread, about once a second: ticket key
   // rotation and the end of their grace periods.
   void tick();
 
   size_t active_connections() const;
+  // True when a listener terminates TLS (reloads then re-read certificates).
+  bool has_tls() const {
+    std::lock_guard lock(tls_mu_);
+    return tls_ != nullptr;
+  }
   // The stats page, summed over the workers. Any thread.
   LocalResponse stats_page(bool json) const;
+  // What the stats page, /metrics and the admin socket read (pointers into
+  // this runtime, valid until stop()). Any thread.
+  StatsSource stats_source() const;
   NodeState& node() { return node_; }
+  // The workers, for commands that post work to their loops (admin).
+  const std::vector<std::unique_ptr<Worker>>& workers() const { return workers_; }
 
  private:
   const config::NodeConfigSet& config_;
   NodeState node_;
   ConnectionLimit limit_;
-  std::unique_ptr<TlsContext> tls_;
+  std::unique_ptr<TlsContext> tls_;  // replaced by reload() (guarded by tls_mu_ for readers)
+  mutable std::mutex tls_mu_;
+  // Contexts replaced by a reload, kept until every handshake that started
+  // on them is over (the handshake timeout has passed): until then
+  // OpenSSL calls back into them.
+  struct RetiredTls {
+    std::chrono::steady_clock::time_point free_after;
+    std::unique_ptr<TlsContext> tls;
+  };
+  std::vector<RetiredTls> retired_tls_;
+  // Configurations loaded by reloads. Connections hold references into the
+  // one they started with, so older ones are freed only when no connection
+  // is open (tick()).
+  std::vector<std::shared_ptr<const config::NodeConfigSet>> reloaded_;
+  // The peer link (affinity on): its TLS, its listener on the node's peer
+  // port, and the cookie MAC (cookie mode).
+  std::unique_ptr<PeerTls> peer_tls_;
+  config::Listener peer_listener_;
+  std::unique_ptr<affinity::CookieCodec> cookie_codec_;
   std::vector<ListenerSetup> listeners_;
   WorkerShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::unique_ptr<TomcatHealthChecker> health_;
+  std::unique_ptr<PeerHealthChecker> peer_health_;
   bool started_ = false;
 };
 

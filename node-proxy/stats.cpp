@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <utility>
+#include <vector>
 
 #include "edgepin/version.h"
 #include "node-proxy/tls_context.h"
@@ -38,6 +39,65 @@ std::string format_uptime(int64_t s) {
 
 constexpr const char* kClassNames[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
+// One counter as both renderings show it: its key in the JSON object of its
+// section and its row label on the HTML page. Each section lists its
+// counters once (below), so the two renderings cannot drift apart.
+struct Field {
+  const char* key;
+  const char* label;
+  uint64_t value;
+};
+using Fields = std::vector<Field>;
+
+Fields connection_fields(const StatsSnapshot& s) {
+  return {
+      {"accepted", "accepted", s.connections_accepted},
+      {"active", "active", s.connections_active},
+      {"refused_untrusted", "refused (untrusted source)", s.connections_refused_untrusted},
+      {"refused_limit", "refused (max_connections)", s.connections_refused_limit},
+      {"proxy_header_errors", "PROXY header errors", s.proxy_header_errors},
+      {"proxy_header_timeouts", "PROXY header timeouts", s.proxy_header_timeouts},
+      {"proxy_header_closed", "PROXY header closed early", s.proxy_header_closed},
+  };
+}
+
+Fields upstream_fields(const StatsSnapshot& s) {
+  return {
+      {"connects", "connects", s.upstream_connects},
+      {"reuses", "reuses", s.upstream_reuses},
+      {"connect_errors", "connect errors", s.upstream_connect_errors},
+      {"timeouts", "timeouts", s.upstream_timeouts},
+  };
+}
+
+Fields tls_fields(const StatsSnapshot& s) {
+  return {
+      {"handshakes_full", "full handshakes", s.tls_handshakes_full},
+      {"handshakes_resumed", "resumed handshakes", s.tls_handshakes_resumed},
+      {"handshake_errors", "handshake errors", s.tls_handshake_errors},
+      {"handshake_timeouts", "handshake timeouts", s.tls_handshake_timeouts},
+      {"handshake_closed", "closed mid-handshake", s.tls_handshake_closed},
+  };
+}
+
+Fields peer_link_fields(const StatsSnapshot& s) {
+  return {
+      {"connections_accepted", "connections accepted", s.peer_connections_accepted},
+      {"connections_refused", "connections refused", s.peer_connections_refused},
+      {"connects", "connects", s.peer_connects},
+      {"reuses", "reuses", s.peer_reuses},
+      {"connect_errors", "connect errors", s.peer_connect_errors},
+      {"timeouts", "timeouts", s.peer_timeouts},
+      {"retries", "retries", s.peer_retries},
+  };
+}
+
+nlohmann::ordered_json fields_json(const Fields& fields) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  for (const Field& f : fields) j[f.key] = f.value;
+  return j;
+}
+
 nlohmann::ordered_json to_json(const StatsSnapshot& s) {
   nlohmann::ordered_json j;
   j["node"] = s.node_name;
@@ -48,15 +108,7 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
   j["workers"] = s.workers;
   j["draining"] = s.draining;
   j["tomcat"] = {{"address", s.upstream}, {"up", s.tomcat_up}};
-  j["connections"] = {
-      {"accepted", s.connections_accepted},
-      {"active", s.connections_active},
-      {"refused_untrusted", s.connections_refused_untrusted},
-      {"refused_limit", s.connections_refused_limit},
-      {"proxy_header_errors", s.proxy_header_errors},
-      {"proxy_header_timeouts", s.proxy_header_timeouts},
-      {"proxy_header_closed", s.proxy_header_closed},
-  };
+  j["connections"] = fields_json(connection_fields(s));
   nlohmann::ordered_json by_class;
   for (size_t i = 0; i < s.responses_by_class.size(); ++i) by_class[kClassNames[i]] = s.responses_by_class[i];
   j["requests"] = {
@@ -66,19 +118,8 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
       {"bytes_in", s.bytes_in},
       {"bytes_out", s.bytes_out},
   };
-  j["upstream"] = {
-      {"connects", s.upstream_connects},
-      {"reuses", s.upstream_reuses},
-      {"connect_errors", s.upstream_connect_errors},
-      {"timeouts", s.upstream_timeouts},
-  };
-  nlohmann::ordered_json tls = {
-      {"handshakes_full", s.tls_handshakes_full},
-      {"handshakes_resumed", s.tls_handshakes_resumed},
-      {"handshake_errors", s.tls_handshake_errors},
-      {"handshake_timeouts", s.tls_handshake_timeouts},
-      {"handshake_closed", s.tls_handshake_closed},
-  };
+  j["upstream"] = fields_json(upstream_fields(s));
+  nlohmann::ordered_json tls = fields_json(tls_fields(s));
   if (s.tls) {
     tls["cached_sessions"] = s.tls_cached_sessions;
     tls["tickets"] = s.tickets_enabled;
@@ -86,6 +127,20 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
     tls["ticket_keys"] = s.ticket_keys;
   }
   j["tls"] = tls;
+  nlohmann::ordered_json outcomes;
+  for (size_t i = 0; i < s.affinity.size(); ++i)
+    outcomes[affinity::to_string(static_cast<affinity::Outcome>(i))] = s.affinity[i];
+  j["affinity"] = {
+      {"mode", s.affinity_mode},
+      {"outcomes", outcomes},
+      {"cookies_issued", s.affinity_cookies_issued},
+      {"relay_fallbacks", s.relay_fallbacks},
+  };
+  nlohmann::ordered_json nodes = nlohmann::ordered_json::array();
+  for (const PeerHealthSnapshot& p : s.peers) nodes.push_back({{"name", p.name}, {"address", p.address}, {"up", p.up}});
+  nlohmann::ordered_json peer_link = fields_json(peer_link_fields(s));
+  peer_link["peers"] = nodes;
+  j["peer_link"] = peer_link;
   return j;
 }
 
@@ -93,6 +148,11 @@ void row(std::string& html, std::string_view name, const std::string& value) {
   html += "<tr><th>" + html_escape(name) + "</th><td>" + html_escape(value) + "</td></tr>\n";
 }
 void row(std::string& html, std::string_view name, uint64_t value) { row(html, name, std::to_string(value)); }
+void rows(std::string& html, const Fields& fields) {
+  for (const Field& f : fields) row(html, f.label, f.value);
+}
+
+std::string up_badge(bool up) { return up ? "<b class=\"up\">UP</b>" : "<b class=\"down\">DOWN</b>"; }
 
 std::string to_html(const StatsSnapshot& s) {
   std::string h;
@@ -104,18 +164,11 @@ std::string to_html(const StatsSnapshot& s) {
   h += "<p>cluster " + html_escape(s.cluster_name) + ", tag " + std::to_string(s.node_tag) + ", version " +
        html_escape(s.version) + ", up " + format_uptime(s.uptime_s) + ", " + std::to_string(s.workers) +
        " workers</p>\n";
-  h += std::string("<p>Tomcat ") + html_escape(s.upstream) + ": " +
-       (s.tomcat_up ? "<b class=\"up\">UP</b>" : "<b class=\"down\">DOWN</b>") +
+  h += std::string("<p>Tomcat ") + html_escape(s.upstream) + ": " + up_badge(s.tomcat_up) +
        (s.draining ? " &mdash; <b class=\"down\">draining</b>" : "") + "</p>\n";
 
   h += "<h2>Connections</h2><table>\n";
-  row(h, "accepted", s.connections_accepted);
-  row(h, "active", s.connections_active);
-  row(h, "refused (untrusted source)", s.connections_refused_untrusted);
-  row(h, "refused (max_connections)", s.connections_refused_limit);
-  row(h, "PROXY header errors", s.proxy_header_errors);
-  row(h, "PROXY header timeouts", s.proxy_header_timeouts);
-  row(h, "PROXY header closed early", s.proxy_header_closed);
+  rows(h, connection_fields(s));
   h += "</table>\n<h2>Requests</h2><table>\n";
   row(h, "requests", s.requests);
   for (size_t i = 1; i < s.responses_by_class.size(); ++i) row(h, kClassNames[i], s.responses_by_class[i]);
@@ -124,35 +177,38 @@ std::string to_html(const StatsSnapshot& s) {
   row(h, "bytes from clients", s.bytes_in);
   row(h, "bytes to clients", s.bytes_out);
   h += "</table>\n<h2>Tomcat connections</h2><table>\n";
-  row(h, "connects", s.upstream_connects);
-  row(h, "reuses", s.upstream_reuses);
-  row(h, "connect errors", s.upstream_connect_errors);
-  row(h, "timeouts", s.upstream_timeouts);
+  rows(h, upstream_fields(s));
   h += "</table>\n<h2>TLS</h2><table>\n";
-  row(h, "full handshakes", s.tls_handshakes_full);
-  row(h, "resumed handshakes", s.tls_handshakes_resumed);
-  row(h, "handshake errors", s.tls_handshake_errors);
-  row(h, "handshake timeouts", s.tls_handshake_timeouts);
-  row(h, "closed mid-handshake", s.tls_handshake_closed);
+  rows(h, tls_fields(s));
   if (s.tls) {
     row(h, "cached sessions", std::to_string(s.tls_cached_sessions));
     row(h, "tickets", s.tickets_enabled ? "on" : "off");
     row(h, "ticket key epoch", s.ticket_key_epoch);
     row(h, "ticket keys held", s.ticket_keys);
   }
+  h += "</table>\n<h2>Affinity (" + html_escape(s.affinity_mode) + ")</h2><table>\n";
+  for (size_t i = 0; i < s.affinity.size(); ++i)
+    row(h, affinity::to_string(static_cast<affinity::Outcome>(i)), s.affinity[i]);
+  row(h, "cookies issued", s.affinity_cookies_issued);
+  row(h, "relays served locally (owner unreachable)", s.relay_fallbacks);
+  h += "</table>\n<h2>Peer link</h2><table>\n";
+  rows(h, peer_link_fields(s));
+  for (const PeerHealthSnapshot& p : s.peers)
+    h += "<tr><th>" + html_escape(p.name) + " " + html_escape(p.address) + "</th><td>" + up_badge(p.up) +
+         "</td></tr>\n";
   h += "</table>\n</body></html>\n";
   return h;
 }
 
 }  // namespace
 
-LocalResponse render_health(const NodeState& node) {
+LocalResponse render_health(const NodeState& node, HealthAudience audience) {
   LocalResponse r;
   const bool up = node.tomcat_up.load(std::memory_order_relaxed);
-  const bool draining = node.draining.load(std::memory_order_relaxed);
+  const bool draining = audience == HealthAudience::Balancer && node.draining.load(std::memory_order_relaxed);
   if (up && !draining) {
     r.status = 200;
-    r.body = "OK\n";
+    r.body = "UP\n";
   } else {
     r.status = 503;
     r.body = !up ? "DOWN: tomcat not responding\n" : "DOWN: draining\n";
@@ -197,6 +253,26 @@ StatsSnapshot collect_stats(const StatsSource& src) {
     s.tls_handshake_errors += c->tls_handshake_errors.get();
     s.tls_handshake_timeouts += c->tls_handshake_timeouts.get();
     s.tls_handshake_closed += c->tls_handshake_closed.get();
+    for (size_t i = 0; i < s.affinity.size(); ++i) s.affinity[i] += c->affinity[i].get();
+    s.affinity_cookies_issued += c->affinity_cookies_issued.get();
+    s.relay_fallbacks += c->relay_fallbacks.get();
+    s.peer_connections_accepted += c->peer_connections_accepted.get();
+    s.peer_connections_refused += c->peer_connections_refused.get();
+    s.peer_connects += c->peer_connects.get();
+    s.peer_reuses += c->peer_reuses.get();
+    s.peer_connect_errors += c->peer_connect_errors.get();
+    s.peer_timeouts += c->peer_timeouts.get();
+    s.peer_retries += c->peer_retries.get();
+  }
+  switch (src.affinity_mode) {
+    case config::AffinityMode::Cookie: s.affinity_mode = "cookie"; break;
+    case config::AffinityMode::JvmRoute: s.affinity_mode = "jvmroute"; break;
+    case config::AffinityMode::None: s.affinity_mode = "none"; break;
+  }
+  if (src.node) {
+    for (const auto& p : src.node->peers)
+      s.peers.push_back(PeerHealthSnapshot{p->node->name, p->node->endpoint(config::NodePort::Peer).toString(),
+                                           p->up.load(std::memory_order_relaxed)});
   }
   if (src.tls) {
     s.tls = true;

@@ -20,10 +20,18 @@ namespace edgepin::nodeproxy {
 
 class TlsContext;
 
-// Health answer: 200 "OK\n" if node.tomcat_up and !node.draining; else 503
-// "DOWN: tomcat not responding\n" or "DOWN: draining\n" (the Tomcat reason
-// first when both hold). text/plain.
-LocalResponse render_health(const NodeState& node);
+// Who asks for the health answer. The lb asks "send new users here?",
+// which draining answers no. A peer asks "can you serve the sessions you
+// own?", which a draining node still does: were it reported down to peers,
+// they would serve its users elsewhere and those users would lose their
+// sessions, the very thing draining exists to avoid.
+enum class HealthAudience : uint8_t { Balancer, Peer };
+
+// Health answer, the only one: the HTTP layer serves it on health.path.
+// 200 "UP\n" if node.tomcat_up and (!node.draining or the audience is a
+// peer); else 503 "DOWN: tomcat not responding\n" or "DOWN: draining\n"
+// (the Tomcat reason first when both hold). text/plain.
+LocalResponse render_health(const NodeState& node, HealthAudience audience = HealthAudience::Balancer);
 
 // What the stats page reads.
 struct StatsSource {
@@ -34,6 +42,14 @@ struct StatsSource {
   const NodeState* node = nullptr;
   std::vector<const NodeCounters*> workers;
   const TlsContext* tls = nullptr;  // null without TLS listeners
+  config::AffinityMode affinity_mode = config::AffinityMode::None;
+};
+
+// One peer's health as the peer health checker sees it.
+struct PeerHealthSnapshot {
+  std::string name;
+  std::string address;  // its peer port
+  bool up = false;
 };
 
 // A consistent-enough copy of the numbers (each counter is read once).
@@ -77,6 +93,21 @@ struct StatsSnapshot {
   uint32_t ticket_key_epoch = 0;    // gauge
   size_t ticket_keys = 0;           // gauge
   bool tickets_enabled = false;
+
+  // L7 affinity: requests by outcome (affinity::Outcome order) and the
+  // peer link.
+  std::string affinity_mode;
+  std::array<uint64_t, affinity::kOutcomeCount> affinity{};
+  uint64_t affinity_cookies_issued = 0;
+  uint64_t relay_fallbacks = 0;
+  uint64_t peer_connections_accepted = 0;
+  uint64_t peer_connections_refused = 0;
+  uint64_t peer_connects = 0;
+  uint64_t peer_reuses = 0;
+  uint64_t peer_connect_errors = 0;
+  uint64_t peer_timeouts = 0;
+  uint64_t peer_retries = 0;
+  std::vector<PeerHealthSnapshot> peers;
 };
 
 // Reads every counter once. Safe from any thread.

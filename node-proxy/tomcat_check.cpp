@@ -1,10 +1,16 @@
 #include "node-proxy/tomcat_check.h"
 
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+
+#include <atomic>
 #include <chrono>
+#include <functional>
 #include <vector>
 
 #include "common/http1.h"
 #include "common/log.h"
+#include "node-proxy/peer_tls.h"
 #include "node-proxy/worker_context.h"
 
 namespace edgepin::nodeproxy {
@@ -19,13 +25,28 @@ timeval to_timeval(std::chrono::milliseconds ms) {
 
 }  // namespace
 
-class TomcatHealthChecker::Probe {
+// What one probe checks and where it writes its verdict.
+struct ProbeTarget {
+  std::string label;  // "Tomcat at 127.0.0.1:8080", "peer node2 at 127.0.0.12:9443"
+  SocketAddress address;
+  std::string path;
+  std::chrono::milliseconds interval{2000};
+  std::chrono::milliseconds timeout{1000};
+  uint32_t rise = 2;
+  uint32_t fall = 3;
+  std::function<SslPtr()> new_ssl;  // empty: plain TCP
+  bool (*healthy)(uint16_t status) = nullptr;
+  std::atomic<bool>* verdict = nullptr;
+};
+
+// One periodic check: connect (and TLS handshake), GET, read the status
+// line; rise/fall decide the verdict.
+class HealthProbe {
  public:
-  Probe(event_base* base, const config::NodeHealthConfig& settings, const SocketAddress& upstream, NodeState& node)
-      : base_(base), settings_(settings), upstream_(upstream), node_(node) {
+  HealthProbe(event_base* base, ProbeTarget target) : base_(base), target_(std::move(target)) {
     tick_.reset(evtimer_new(base_, tick_cb, this));
     deadline_.reset(evtimer_new(base_, deadline_cb, this));
-    request_ = "GET " + settings_.check_path + " HTTP/1.1\r\nHost: " + upstream_.toString() +
+    request_ = "GET " + target_.path + " HTTP/1.1\r\nHost: " + target_.address.toString() +
                "\r\nUser-Agent: edgepin-node-proxy-check\r\nConnection: close\r\n\r\n";
   }
 
@@ -36,20 +57,29 @@ class TomcatHealthChecker::Probe {
   }
 
  private:
-  static void tick_cb(evutil_socket_t, short, void* arg) { static_cast<Probe*>(arg)->begin(); }
+  static void tick_cb(evutil_socket_t, short, void* arg) { static_cast<HealthProbe*>(arg)->begin(); }
   static void deadline_cb(evutil_socket_t, short, void* arg) {
-    static_cast<Probe*>(arg)->done(CheckOutcome::Timeout, 0);
+    static_cast<HealthProbe*>(arg)->done(CheckOutcome::Timeout, 0);
   }
-  static void read_cb(bufferevent*, void* arg) { static_cast<Probe*>(arg)->on_read(); }
+  static void read_cb(bufferevent*, void* arg) { static_cast<HealthProbe*>(arg)->on_read(); }
   static void event_cb(bufferevent*, short what, void* arg) {
-    auto* p = static_cast<Probe*>(arg);
+    auto* p = static_cast<HealthProbe*>(arg);
     if (what & BEV_EVENT_CONNECTED) {
       p->connected_ = true;
       bufferevent_write(p->conn_.get(), p->request_.data(), p->request_.size());
       bufferevent_enable(p->conn_.get(), EV_READ);
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+      if (!p->connected_ && p->target_.new_ssl && p->tls_refused()) return p->done(CheckOutcome::TlsFailed, 0);
       p->done(p->connected_ ? CheckOutcome::Closed : CheckOutcome::ConnectFailed, 0);
     }
+  }
+
+  // True when OpenSSL recorded a reason for the failure (as opposed to a
+  // refused or reset TCP connect); drains libevent's error list.
+  bool tls_refused() {
+    bool any = false;
+    while (unsigned long e = bufferevent_get_openssl_error(conn_.get())) any = any || ERR_GET_LIB(e) != 0;
+    return any;
   }
 
   void begin() {
@@ -57,13 +87,22 @@ class TomcatHealthChecker::Probe {
     connected_ = false;
     response_.clear();
     parser_ = std::make_unique<http1::ResponseParser>();
-    const timeval timeout = to_timeval(settings_.check_timeout);
+    const timeval timeout = to_timeval(target_.timeout);
     evtimer_add(deadline_.get(), &timeout);
-    conn_.reset(bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE));
+    if (target_.new_ssl) {
+      SslPtr ssl = target_.new_ssl();
+      if (!ssl) return done(CheckOutcome::ConnectFailed, 0);
+      // The bufferevent owns the SSL from here on (BEV_OPT_CLOSE_ON_FREE).
+      conn_.reset(bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
+                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+      if (conn_) bufferevent_openssl_set_allow_dirty_shutdown(conn_.get(), 1);
+    } else {
+      conn_.reset(bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE));
+    }
     if (!conn_) return done(CheckOutcome::ConnectFailed, 0);
     bufferevent_setcb(conn_.get(), read_cb, nullptr, event_cb, this);
     sockaddr_storage ss{};
-    const socklen_t len = upstream_.toSockaddr(ss);
+    const socklen_t len = target_.address.toSockaddr(ss);
     if (bufferevent_socket_connect(conn_.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0)
       done(CheckOutcome::ConnectFailed, 0);
   }
@@ -80,7 +119,7 @@ class TomcatHealthChecker::Probe {
       const uint16_t status = parser_->head().status;
       // 1xx cannot answer a GET without Expect; treat it as a bad response.
       if (status < 200) return done(CheckOutcome::BadResponse, status);
-      return done(status < kFirstServerErrorStatus ? CheckOutcome::Ok : CheckOutcome::BadStatus, status);
+      return done(target_.healthy(status) ? CheckOutcome::Ok : CheckOutcome::BadStatus, status);
     }
     if (r.status == ParseStatus::Error || response_.size() >= kMaxCheckResponseHead)
       done(CheckOutcome::BadResponse, 0);
@@ -95,38 +134,36 @@ class TomcatHealthChecker::Probe {
     if (status) detail += " " + std::to_string(status);
     detail += ", " + std::to_string(ms.count()) + " ms";
 
-    const bool was_up = node_.tomcat_up.load(std::memory_order_relaxed);
+    std::atomic<bool>& verdict = *target_.verdict;
+    const bool was_up = verdict.load(std::memory_order_relaxed);
     if (first_) {
       first_ = false;
-      node_.tomcat_up.store(outcome == CheckOutcome::Ok, std::memory_order_relaxed);
-      successes_ = outcome == CheckOutcome::Ok ? settings_.rise : 0;
-      failures_ = outcome == CheckOutcome::Ok ? 0 : settings_.fall;
+      verdict.store(outcome == CheckOutcome::Ok, std::memory_order_relaxed);
+      successes_ = outcome == CheckOutcome::Ok ? target_.rise : 0;
+      failures_ = outcome == CheckOutcome::Ok ? 0 : target_.fall;
       (outcome == CheckOutcome::Ok ? log::info : log::warning)(
-          "Tomcat at " + upstream_.toString() + " is " + (outcome == CheckOutcome::Ok ? "UP" : "DOWN") +
-          " (first check: " + detail + ")");
+          target_.label + " is " + (outcome == CheckOutcome::Ok ? "UP" : "DOWN") + " (first check: " + detail + ")");
     } else if (outcome == CheckOutcome::Ok) {
       failures_ = 0;
-      if (++successes_ >= settings_.rise && !was_up) {
-        node_.tomcat_up.store(true, std::memory_order_relaxed);
-        log::warning("Tomcat at " + upstream_.toString() + " is UP (" + std::to_string(successes_) +
-                     " checks passed, last: " + detail + ")");
+      if (++successes_ >= target_.rise && !was_up) {
+        verdict.store(true, std::memory_order_relaxed);
+        log::warning(target_.label + " is UP (" + std::to_string(successes_) + " checks passed, last: " + detail +
+                     ")");
       }
     } else {
       successes_ = 0;
-      if (++failures_ >= settings_.fall && was_up) {
-        node_.tomcat_up.store(false, std::memory_order_relaxed);
-        log::warning("Tomcat at " + upstream_.toString() + " is DOWN (" + std::to_string(failures_) +
-                     " checks failed, last: " + detail + ")");
+      if (++failures_ >= target_.fall && was_up) {
+        verdict.store(false, std::memory_order_relaxed);
+        log::warning(target_.label + " is DOWN (" + std::to_string(failures_) + " checks failed, last: " + detail +
+                     ")");
       }
     }
-    const timeval interval = to_timeval(settings_.check_interval);
+    const timeval interval = to_timeval(target_.interval);
     evtimer_add(tick_.get(), &interval);
   }
 
   event_base* base_;
-  const config::NodeHealthConfig settings_;
-  const SocketAddress upstream_;
-  NodeState& node_;
+  const ProbeTarget target_;
   std::string request_;
   EventPtr tick_;
   EventPtr deadline_;
@@ -145,7 +182,18 @@ TomcatHealthChecker::TomcatHealthChecker(const config::NodeHealthConfig& setting
     : loop_("np-health") {
   // Down until the first check says otherwise.
   node.tomcat_up.store(false, std::memory_order_relaxed);
-  probe_ = std::make_unique<Probe>(loop_.base(), settings, upstream, node);
+  ProbeTarget t;
+  t.label = "Tomcat at " + upstream.toString();
+  t.address = upstream;
+  t.path = settings.check_path;
+  t.interval = settings.check_interval;
+  t.timeout = settings.check_timeout;
+  t.rise = settings.rise;
+  t.fall = settings.fall;
+  // A 404 or a login redirect still proves Tomcat answers.
+  t.healthy = [](uint16_t status) { return status < kFirstServerErrorStatus; };
+  t.verdict = &node.tomcat_up;
+  probe_ = std::make_unique<HealthProbe>(loop_.base(), std::move(t));
 }
 
 TomcatHealthChecker::~TomcatHealthChecker() {
@@ -159,5 +207,46 @@ void TomcatHealthChecker::start() {
 }
 
 void TomcatHealthChecker::stop() { loop_.stop(); }
+
+}  // namespace edgepin::nodeproxy
+
+namespace edgepin::nodeproxy {
+
+PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health,
+                                     const PeerTls& tls, NodeState& node)
+    : loop_("np-peer-health") {
+  for (const auto& p : node.peers) {
+    p->up.store(false, std::memory_order_relaxed);  // down until checked
+    ProbeTarget t;
+    const SocketAddress address = p->node->endpoint(config::NodePort::Peer);
+    t.label = "peer " + p->node->name + " at " + address.toString();
+    t.address = address;
+    t.path = health.path;
+    t.interval = peer.check_interval;
+    t.timeout = peer.check_timeout;
+    t.rise = peer.rise;
+    t.fall = peer.fall;
+    const std::string name = p->node->name;
+    const PeerTls* link = &tls;
+    t.new_ssl = [link, name] { return link->new_client_ssl(name); };
+    // The peer says UP only while its Tomcat serves and it is not
+    // draining; anything else sends its sessions to a live node.
+    t.healthy = [](uint16_t status) { return status == 200; };
+    t.verdict = &p->up;
+    probes_.push_back(std::make_unique<HealthProbe>(loop_.base(), std::move(t)));
+  }
+}
+
+PeerHealthChecker::~PeerHealthChecker() {
+  stop();
+  probes_.clear();
+}
+
+void PeerHealthChecker::start() {
+  for (auto& p : probes_) p->schedule_first();
+  loop_.start();
+}
+
+void PeerHealthChecker::stop() { loop_.stop(); }
 
 }  // namespace edgepin::nodeproxy

@@ -11,19 +11,29 @@
 // The first check runs at start and its result is taken as is: until then
 // Tomcat counts as down, so a node-proxy started before its Tomcat never
 // reports itself healthy.
+//
+// PeerHealthChecker does the same for every peer of the cluster, on one
+// thread of its own: a GET of the peer's health path (health.path, which
+// the peer node-proxy answers itself: 200 while its Tomcat is up, draining
+// or not, see HealthAudience in stats.h) over the peer link's mutual TLS, with the peer
+// section's interval, timeout, rise and fall. The verdict is
+// PeerState::up; a down peer's sessions are served locally (OwnerDown).
 #include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/config_node_proxy.h"
 #include "common/event_loop.h"
 #include "common/net_address.h"
+#include "common/ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
 struct NodeState;
+class PeerTls;
 
 #define EDGEPIN_TOMCAT_CHECK_OUTCOMES(X)                                      \
   X(Ok, "ok")                                                                 \
@@ -31,7 +41,8 @@ struct NodeState;
   X(Timeout, "timeout")              /* no status line within the timeout */  \
   X(Closed, "closed")                /* closed before a complete head */      \
   X(BadStatus, "bad_status")         /* 5xx */                                \
-  X(BadResponse, "bad_response")     /* not an HTTP/1.x response head */
+  X(BadResponse, "bad_response")     /* not an HTTP/1.x response head */      \
+  X(TlsFailed, "tls_failed")         /* peer link: handshake refused */
 
 enum class CheckOutcome : uint8_t {
 #define EDGEPIN_X(name, text) name,
@@ -53,6 +64,8 @@ constexpr std::string_view to_string(CheckOutcome o) {
 // body after it, which the check never reads.
 inline constexpr size_t kMaxCheckResponseHead = 16 * 1024;
 
+class HealthProbe;
+
 class TomcatHealthChecker {
  public:
   // Checks `upstream` (host:port of Tomcat) as `settings` says and writes
@@ -67,9 +80,27 @@ class TomcatHealthChecker {
   void stop();
 
  private:
-  class Probe;
   EventLoopThread loop_;
-  std::unique_ptr<Probe> probe_;
+  std::unique_ptr<HealthProbe> probe_;
+};
+
+class PeerHealthChecker {
+ public:
+  // Checks every entry of `node.peers` over `tls`, as `peer` and `health`
+  // (the path) say. `node` and `tls` must outlive the checker.
+  PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health, const PeerTls& tls,
+                    NodeState& node);
+  ~PeerHealthChecker();  // stops the thread
+  PeerHealthChecker(const PeerHealthChecker&) = delete;
+  PeerHealthChecker& operator=(const PeerHealthChecker&) = delete;
+
+  // Starts the thread; the first checks run at once.
+  void start();
+  void stop();
+
+ private:
+  EventLoopThread loop_;
+  std::vector<std::unique_ptr<HealthProbe>> probes_;
 };
 
 }  // namespace edgepin::nodeproxy

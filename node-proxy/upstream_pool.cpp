@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <event2/bufferevent_ssl.h>
+
 #include <cerrno>
 
 #include "node-proxy/counters.h"
@@ -36,9 +38,15 @@ bool still_open(bufferevent* bev) {
 }  // namespace
 
 UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config, NodeCounters& counters)
+    : UpstreamPool(base, config, counters.upstream_connects, counters.upstream_reuses) {}
+
+UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config, Counter& connects,
+                           Counter& reuses, SslFactory new_ssl)
     : base_(base),
       config_(config),
-      counters_(counters),
+      connects_(connects),
+      reuses_(reuses),
+      new_ssl_(std::move(new_ssl)),
       idle_timeout_(to_timeval(config.idle_timeout)),
       connect_timeout_(to_timeval(config.connect_timeout)) {}
 
@@ -53,7 +61,7 @@ BufferEventPtr UpstreamPool::take_idle() {
     bufferevent_disable(bev.get(), EV_READ | EV_WRITE);
     bufferevent_set_timeouts(bev.get(), nullptr, nullptr);
     if (!still_open(bev.get())) continue;  // freed here: closed by the upstream
-    counters_.upstream_reuses.add();
+    reuses_.add();
     return bev;
   }
   return nullptr;
@@ -62,6 +70,7 @@ BufferEventPtr UpstreamPool::take_idle() {
 BufferEventPtr UpstreamPool::connect(int& error) {
   sockaddr_storage ss{};
   socklen_t len = config_.address.toSockaddr(ss);
+  if (new_ssl_) return connect_tls(ss, len, error);
   evutil_socket_t fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     error = errno;
@@ -77,13 +86,49 @@ BufferEventPtr UpstreamPool::connect(int& error) {
     ::close(fd);
     return nullptr;
   }
-  counters_.upstream_connects.add();
+  connects_.add();
   // The connect waits for writability: the write timeout bounds it.
   bufferevent_set_timeouts(bev.get(), nullptr, &connect_timeout_);
   if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0) {
     error = EVUTIL_SOCKET_ERROR();
     if (error == 0) error = ECONNREFUSED;
     return nullptr;
+  }
+  return bev;
+}
+
+BufferEventPtr UpstreamPool::connect_tls(const sockaddr_storage& ss, socklen_t len, int& error) {
+  SslPtr ssl = new_ssl_();
+  if (!ssl) {
+    error = ENOMEM;
+    return nullptr;
+  }
+  // libevent makes and connects the socket itself (its le-proxy sample's
+  // way): the handshake then starts once the TCP connect completes. With
+  // BEV_OPT_CLOSE_ON_FREE the bufferevent owns the SSL from here on, also
+  // when it fails.
+  BufferEventPtr bev(bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
+                                                    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+  if (!bev) {
+    error = ENOMEM;
+    return nullptr;
+  }
+  // A peer that answers the TCP connect but never finishes the handshake
+  // is as dead as one that refuses: both directions are bounded.
+  bufferevent_set_timeouts(bev.get(), &connect_timeout_, &connect_timeout_);
+  // The HTTP layer decides whether a response was complete, not the TLS
+  // layer (a peer may close without close_notify).
+  bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
+  connects_.add();
+  sockaddr_storage copy = ss;
+  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&copy), static_cast<int>(len)) < 0) {
+    error = EVUTIL_SOCKET_ERROR();
+    if (error == 0) error = ECONNREFUSED;
+    return nullptr;
+  }
+  if (evutil_socket_t fd = bufferevent_getfd(bev.get()); fd >= 0) {
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   }
   return bev;
 }

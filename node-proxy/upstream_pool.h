@@ -1,6 +1,7 @@
 #pragma once
-// A worker's keep-alive connections to one HTTP/1.1 upstream (the local
-// Tomcat): plain TCP with TCP_NODELAY, at most `pool_size` idle ones, each
+// A worker's keep-alive connections to one HTTP/1.1 upstream: the local
+// Tomcat (plain TCP), or a peer node-proxy over the peer link (TLS, the
+// client SSL made by a factory, node-proxy/peer_tls.h). TCP_NODELAY, at most `pool_size` idle ones, each
 // closed after `idle_timeout` unused or as soon as the upstream closes it or
 // sends a byte while idle (an idle HTTP/1.1 connection has nothing to say:
 // Tomcat's 408 before its own keep-alive close is such a byte).
@@ -15,13 +16,17 @@
 // and the coldest ones time out and close on their own.
 //
 // Lives on one worker's event_base; not thread-safe.
+#include <sys/socket.h>
 #include <sys/time.h>
 
 #include <cstddef>
+#include <functional>
 #include <list>
 
 #include "common/config_node_proxy.h"
+#include "common/counter.h"
 #include "common/event_ptr.h"
+#include "common/ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
@@ -29,7 +34,15 @@ struct NodeCounters;
 
 class UpstreamPool {
  public:
+  // Plain TCP to Tomcat; counts upstream_connects and upstream_reuses.
   UpstreamPool(event_base* base, const config::UpstreamConfig& config, NodeCounters& counters);
+  // Any upstream: `connects` and `reuses` count its connections; with
+  // `new_ssl`, every connection is a TLS client on an SSL from it (its
+  // handshake is part of the connect: BEV_EVENT_CONNECTED comes after it,
+  // and connect_timeout bounds both).
+  using SslFactory = std::function<SslPtr()>;
+  UpstreamPool(event_base* base, const config::UpstreamConfig& config, Counter& connects, Counter& reuses,
+               SslFactory new_ssl = {});
   ~UpstreamPool();  // closes every idle connection
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;
@@ -46,8 +59,11 @@ class UpstreamPool {
   // and waits for BEV_EVENT_CONNECTED (then replaces the timeouts), or
   // BEV_EVENT_ERROR (refused: EVUTIL_SOCKET_ERROR() says why) or
   // BEV_EVENT_TIMEOUT (connect timeout). Returns nullptr and sets `error`
-  // (an errno) when the socket cannot even be created.
+  // (an errno) when the socket cannot even be created. With TLS a failed
+  // handshake is a BEV_EVENT_ERROR too (bufferevent_get_openssl_error says
+  // why).
   BufferEventPtr connect(int& error);
+  bool tls() const { return static_cast<bool>(new_ssl_); }
 
   // Takes back a connection whose last response was complete and
   // keep-alive, with empty input and output buffers. Kept idle when there
@@ -71,10 +87,13 @@ class UpstreamPool {
   static void idle_read_cb(bufferevent* bev, void* arg);
   static void idle_event_cb(bufferevent* bev, short what, void* arg);
   void drop(Idle* idle);
+  BufferEventPtr connect_tls(const sockaddr_storage& ss, socklen_t len, int& error);
 
   event_base* base_;
   config::UpstreamConfig config_;
-  NodeCounters& counters_;
+  Counter& connects_;
+  Counter& reuses_;
+  SslFactory new_ssl_;
   timeval idle_timeout_{};
   timeval connect_timeout_{};
   std::list<Idle> idle_;  // front: most recently released

@@ -7,6 +7,7 @@
 #include "common/listener.h"
 #include "common/log.h"
 #include "node-proxy/http_connection.h"
+#include "node-proxy/peer_tls.h"
 #include "node-proxy/upstream_pool.h"
 
 namespace edgepin::nodeproxy {
@@ -32,6 +33,26 @@ Worker::Worker(int index, const WorkerShared& shared)
   context_.counters = &counters_;
   context_.upstream = upstream_.get();
   context_.stats_page = shared_.stats_page;
+  context_.cookie_codec = shared_.cookie_codec;
+  if (shared_.peer_tls) {
+    // One pool per peer: a relay is an upstream request to the owner's
+    // peer port over mutual TLS, with the peer link's own limits.
+    const config::PeerConfig& pc = cfg.proxy.peer;
+    const PeerTls* tls = shared_.peer_tls;
+    for (const auto& peer : shared_.node->peers) {
+      config::UpstreamConfig uc;
+      uc.address = peer->node->endpoint(config::NodePort::Peer);
+      uc.pool_size = pc.pool_size;
+      uc.connect_timeout = pc.connect_timeout;
+      uc.response_timeout = pc.response_timeout;
+      uc.idle_timeout = pc.idle_timeout;
+      const std::string name = peer->node->name;
+      peer_pools_.push_back(std::make_unique<UpstreamPool>(loop_.base(), uc, counters_.peer_connects,
+                                                           counters_.peer_reuses,
+                                                           [tls, name] { return tls->new_client_ssl(name); }));
+      context_.peers.push_back(WorkerContext::PeerLink{peer.get(), peer_pools_.back().get()});
+    }
+  }
   resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
 }
 
@@ -39,6 +60,8 @@ Worker::~Worker() {
   loop_.stop();
   // The loop no longer runs: nothing re-enters while connections go.
   shutdown_now();
+  context_.peers.clear();
+  peer_pools_.clear();
   upstream_.reset();
 }
 
@@ -193,6 +216,16 @@ void Worker::shutdown_now() {
   handshakes.clear();
   connections.clear();
   for (size_t i = 0; i < ended; ++i) connection_ended();
+}
+
+Worker::Connections Worker::describe_connections(size_t limit) const {
+  Connections out;
+  out.handshaking = handshakes_.size();
+  for (const auto& [connection, _] : connections_) {
+    if (out.http.size() >= limit) break;
+    out.http.push_back(connection->describe());
+  }
+  return out;
 }
 
 }  // namespace edgepin::nodeproxy

@@ -17,11 +17,12 @@
 #include "common/event_loop.h"
 #include "node-proxy/client_handshake.h"
 #include "node-proxy/counters.h"
+#include "node-proxy/http_connection.h"
 #include "node-proxy/worker_context.h"
 
 namespace edgepin::nodeproxy {
 
-class HttpConnection;
+class PeerTls;
 
 // limits.max_connections, enforced by all workers together.
 struct ConnectionLimit {
@@ -36,6 +37,9 @@ struct WorkerShared {
   NodeState* node = nullptr;
   ConnectionLimit* limit = nullptr;
   std::function<LocalResponse(bool json)> stats_page;
+  // The peer link (null when affinity is off) and cookie mode's MAC.
+  const PeerTls* peer_tls = nullptr;
+  const affinity::CookieCodec* cookie_codec = nullptr;
 };
 
 class Worker {
@@ -63,6 +67,17 @@ class Worker {
   const NodeCounters& counters() const { return counters_; }
   // Connections this worker holds (handshaking or HTTP); any thread.
   size_t connection_count() const { return connection_count_.load(std::memory_order_relaxed); }
+  // The HTTP connections (at most `limit`), for `show sessions`, and how
+  // many more are still in their PROXY/TLS handshake. Loop thread only.
+  struct Connections {
+    std::vector<ConnectionInfo> http;
+    size_t handshaking = 0;
+  };
+  Connections describe_connections(size_t limit) const;
+  // Reload (SIGHUP): connections accepted from now on read `config`
+  // (header policy, timeouts, limits); established ones keep the one they
+  // started with, which the caller keeps alive. Loop thread only (post it).
+  void set_proxy_config(const config::NodeProxyConfig* config) { context_.config = config; }
 
  private:
   struct Binding {
@@ -84,6 +99,7 @@ class Worker {
   NodeCounters counters_;  // before the pool, which keeps a reference
   EventLoopThread loop_;
   std::unique_ptr<UpstreamPool> upstream_;
+  std::vector<std::unique_ptr<UpstreamPool>> peer_pools_;  // one per NodeState::peers entry
   WorkerContext context_;
   std::vector<std::unique_ptr<Binding>> bindings_;
   std::unordered_map<ClientHandshake*, std::unique_ptr<ClientHandshake>> handshakes_;

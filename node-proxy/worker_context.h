@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "common/config_cluster.h"
 #include "common/config_node_proxy.h"
@@ -18,11 +20,25 @@ namespace edgepin::nodeproxy {
 
 class UpstreamPool;
 struct NodeCounters;
+namespace affinity {
+class CookieCodec;
+}
 
-// State every worker reads and a few writers change (atomics only).
+// One peer node as the data path sees it: its health, written by the peer
+// health checker (node-proxy/tomcat_check.h) and read by every worker when
+// it decides whether to relay (down: the request is served locally).
+struct PeerState {
+  explicit PeerState(const config::Node& n) : node(&n) {}
+  const config::Node* node;          // its cluster.json entry
+  std::atomic<bool> up{false};       // false until the first check passes
+};
+
+// State every worker reads and a few writers change (atomics only; the
+// peers vector itself is fixed before the workers start).
 struct NodeState {
   std::atomic<bool> tomcat_up{true};   // written by the Tomcat health checker
   std::atomic<bool> draining{false};   // admin socket: set node state drain
+  std::vector<std::unique_ptr<PeerState>> peers;  // every other node, cluster.json order
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
 
@@ -42,6 +58,15 @@ struct WorkerContext {
   NodeState* node = nullptr;
   NodeCounters* counters = nullptr;    // this worker's counters
   UpstreamPool* upstream = nullptr;    // this worker's keep-alive pool to Tomcat
+  // The peer link: this worker's pool to each peer's peer port (empty when
+  // affinity is off). Index i belongs to node->peers[i].
+  struct PeerLink {
+    const PeerState* state = nullptr;
+    UpstreamPool* pool = nullptr;
+  };
+  std::vector<PeerLink> peers;
+  // Cookie mode's MAC (shared by all workers: it only reads its key).
+  const affinity::CookieCodec* cookie_codec = nullptr;
   // Renders the stats page (summed over all workers); `json` selects JSON.
   std::function<LocalResponse(bool json)> stats_page;
 };

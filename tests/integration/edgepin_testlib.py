@@ -11,6 +11,11 @@ What is here:
   when the test fails);
 - ports: free_port(), wait_for_port();
 - PKI: make_pki() with the openssl command line tool;
+- configs: read_json(), write_json(), place_node(), ConfTemplate (the repository's conf/
+  with its PKI by deploy/make-pki.sh, made once per module, copied per test);
+- small upstreams: ECHO_UPSTREAM, start_echo_upstream() (HTTP/1.1 echo);
+- the admin socket: AdminClient, admin_command(), admin_accepts(),
+  info_fields();
 - the test backend: start_backend(), tls_who(), tcp_who();
 - clients: tcp_connect(), tls_connect(), exchange() (full duplex, half-close,
   streaming hash), RecordingRelay (records what clients send);
@@ -26,8 +31,10 @@ import atexit
 import collections
 import hashlib
 import ipaddress
+import json
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -328,6 +335,216 @@ def make_pki(directory, names=("node1", "node2", "node3"), dns_names=("localhost
         os.unlink(ext)
         nodes[name] = NodeCert(name, cert, key, chain)
     return Pki(directory, ca_cert, ca_key, nodes)
+
+
+# ------------------------------------------------------------------ configs
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, doc):
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+
+
+def conf_with_pki(conf):
+    """Copies the repository's conf/ to the new directory `conf` and makes
+    its PKI there with deploy/make-pki.sh. Returns conf."""
+    shutil.copytree(os.path.join(REPO, "conf"), conf)
+    subprocess.run(["bash", os.path.join(REPO, "deploy", "make-pki.sh"), conf], check=True,
+                   stdout=subprocess.DEVNULL, timeout=120)
+    return conf
+
+
+def place_node(conf, name, address, tls_port, http_port, upstream_port):
+    """Sets node `name`'s ports in conf/cluster.json (its peer port: a free
+    one) and its upstream to address:upstream_port. Raises ValueError if
+    the node is not there or not at `address` (the tests bind there)."""
+    path = os.path.join(conf, "cluster.json")
+    cluster = read_json(path)
+    for n in cluster["nodes"]:
+        if n["name"] == name:
+            if n["address"] != address:
+                raise ValueError("%s: node %s is at %s, not %s" % (path, name, n["address"], address))
+            n["tls_port"] = tls_port
+            n["http_port"] = http_port
+            n["peer_port"] = free_port(address)
+            n["upstream"] = "%s:%d" % (address, upstream_port)
+            write_json(path, cluster)
+            return
+    raise ValueError("%s: no node %s" % (path, name))
+
+
+class ConfTemplate:
+    """conf/ with its PKI, made once per test module (make-pki.sh takes
+    seconds) in a temporary directory and copied into each test's own
+    directory. A module declares one and hands make/cleanup to unittest:
+        TEMPLATE = lib.ConfTemplate("edgepin-x-conf-")
+        setUpModule, tearDownModule = TEMPLATE.make, TEMPLATE.cleanup
+    """
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self._tmp = None
+
+    def make(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix=self.prefix)
+        conf_with_pki(os.path.join(self._tmp.name, "conf"))
+
+    @property
+    def dir(self):
+        """The template's own directory (conf/ is in it); make() first."""
+        if self._tmp is None:
+            raise RuntimeError("ConfTemplate.make() has not run")
+        return self._tmp.name
+
+    def copy_to(self, dest):
+        """A fresh copy of the template's conf/ at `dest` (which must not
+        exist). Returns dest."""
+        shutil.copytree(os.path.join(self.dir, "conf"), dest)
+        return dest
+
+    def cleanup(self):
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# ---------------------------------------------------------------- upstreams
+
+# A minimal HTTP/1.1 upstream with keep-alive, for a node-proxy to forward
+# to: argv is HOST PORT FORMAT. It answers every GET with the request it
+# received: FORMAT "text" as "path=<path>\n", "json" as {"path", "headers"
+# (names in lower case)}. Prints "listening" once bound; exits 0 on SIGTERM.
+ECHO_UPSTREAM = r"""
+import http.server, json, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+host, port, fmt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+class Echo(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if fmt == "json":
+            body = json.dumps({"path": self.path,
+                               "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
+            ctype = "application/json"
+        else:
+            body = ("path=" + self.path + "\n").encode()
+            ctype = "text/plain"
+        self.send_response(200)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer((host, port), Echo)
+server.daemon_threads = True
+print("listening", flush=True)
+server.serve_forever()
+"""
+
+
+def start_echo_upstream(test, host, port, fmt="text", timeout=10.0):
+    """Starts ECHO_UPSTREAM on host:port through test.spawn (an
+    EdgepinTestCase stops it) and waits until it listens."""
+    if fmt not in ("text", "json"):
+        raise ValueError("fmt must be 'text' or 'json'")
+    proc = test.spawn(["/usr/bin/python3", "-c", ECHO_UPSTREAM, host, str(port), fmt], "upstream")
+    proc.wait_for_stdout_line("listening", timeout=timeout)
+    return proc
+
+
+# ------------------------------------------------------------ admin socket
+
+class AdminClient:
+    """One connection to an admin socket (edgepin-lb or edgepin-node-proxy):
+    a command line out, an answer back. An answer is its lines, each ending
+    in a newline, without the empty line that ends it ("" for an empty
+    answer)."""
+
+    def __init__(self, path, timeout=10.0):
+        self.timeout = timeout
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(path)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def read_answer(self):
+        deadline = time.monotonic() + self.timeout
+        while True:
+            if self.buf.startswith(b"\n"):  # an empty answer
+                self.buf = self.buf[1:]
+                return ""
+            end = self.buf.find(b"\n\n")
+            if end >= 0:
+                answer, self.buf = self.buf[:end + 1], self.buf[end + 2:]
+                return answer.decode()
+            if time.monotonic() > deadline:
+                raise AssertionError("no complete answer within %.1f s: %r" % (self.timeout, self.buf))
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("admin socket closed; unread: %r" % self.buf)
+            self.buf += chunk
+
+    def command(self, line):
+        self.send(line.encode() + b"\n")
+        return self.read_answer()
+
+    def closed_by_server(self):
+        """True once the server has closed. A Unix socket closed with unread
+        input (what the server refused to read) reports ECONNRESET after the
+        data it sent: that is a close too."""
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return True
+                self.buf += chunk
+        except ConnectionResetError:
+            return True
+        except socket.timeout:
+            return False
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def admin_command(path, line, timeout=10.0):
+    """One command on a fresh admin socket connection; its answer as
+    AdminClient.command returns it."""
+    with AdminClient(path, timeout) as c:
+        return c.command(line)
+
+
+def admin_accepts(path):
+    """True once a Unix stream connect to `path` succeeds."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+            return True
+        except OSError:
+            return False
+
+
+def info_fields(text):
+    """{field: value} of a "Field: value" per line answer (show info)."""
+    return dict(line.split(": ", 1) for line in text.splitlines())
 
 
 # ------------------------------------------------------------- test backend

@@ -9,6 +9,7 @@ EDGEPIN_TEST_BACKEND).
 
 import collections
 import hashlib
+import http.client
 import json
 import os
 import re
@@ -43,6 +44,16 @@ def lines_when(proc, count, timeout=5):
     end)."""
     return wait_for(lambda: len(conn_lines(proc)) >= count and conn_lines(proc), timeout,
                     "%d connection log lines" % count)
+
+
+def client_lines_when(proc, count, timeout=5):
+    """The log lines of connections whose client sent bytes (which leaves
+    out wait_for_port's probe, even on a tcp frontend that routes it), once
+    there are exactly `count`."""
+    def ready():
+        lines = [l for l in conn_lines(proc) if l["bytes_in"] != "0"]
+        return lines if len(lines) == count else None
+    return wait_for(ready, timeout, "%d log lines of clients that sent bytes" % count)
 
 
 def wait_for(predicate, timeout, what, step=0.05):
@@ -438,19 +449,199 @@ class BadInput(LbTestCase):
 
 
 class Limits(LbTestCase):
-    def test_idle_relay_is_closed_after_the_tunnel_timeout(self):
+    def timed_close(self, sock, timeout=10):
+        """Waits for the lb to close `sock` (EOF); returns the seconds that
+        took. Fails if bytes arrive instead."""
+        sock.settimeout(timeout)
+        started = time.monotonic()
+        self.assertEqual(sock.recv(100), b"")
+        took = time.monotonic() - started
+        sock.close()
+        return took
+
+    def the_line(self, lb, end):
+        return wait_for(lambda: [l for l in conn_lines(lb) if l["end"] == end], 5, "an end=%s line" % end)[0]
+
+    def test_silent_client_gets_the_client_timeout(self):
         self.add_backends(1, mode="tcp")
         lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
-            "timeouts": {"tunnel_ms": 500}}))
+            "timeouts": {"client_ms": 400, "server_ms": 5000, "tunnel_ms": 10000}}))
+        # Connected to the backend, which waits for a command: the client
+        # is the one expected to speak.
+        took = self.timed_close(t.tcp_connect("127.0.0.1", self.lb_port))
+        self.assertGreaterEqual(took, 0.35)
+        self.assertLess(took, 4)
+        line = self.the_line(lb, "client_timeout")
+        self.assertEqual(line["server"], "node1")
+        self.assertEqual(line["bytes_in"], "0")
+
+    def test_silent_server_gets_the_server_timeout(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "timeouts": {"client_ms": 5000, "server_ms": 400, "tunnel_ms": 10000}}))
+        s = t.tcp_connect("127.0.0.1", self.lb_port)
+        s.sendall(b"ECHO\n")  # the backend now echoes, so it says nothing yet
+        took = self.timed_close(s)
+        self.assertGreaterEqual(took, 0.35)
+        self.assertLess(took, 4)
+        line = self.the_line(lb, "server_timeout")
+        self.assertEqual((line["bytes_in"], line["bytes_out"]), ("5", "0"))
+
+    def test_tunnel_timeout_replaces_client_and_server_timeouts(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "timeouts": {"client_ms": 300, "server_ms": 300, "tunnel_ms": 1500}}))
+        s = t.tcp_connect("127.0.0.1", self.lb_port)
+        s.sendall(b"ECHO\nhello")
+        s.settimeout(5)
+        self.assertEqual(s.recv(100), b"hello")
+        # Bytes went both ways: only 1.5 s of silence on both sides ends
+        # it, not the 300 ms client or server timeout.
+        took = self.timed_close(s)
+        self.assertGreaterEqual(took, 1.4)
+        self.assertLess(took, 5)
+        line = self.the_line(lb, "tunnel_timeout")
+        self.assertEqual(line["server"], "node1")
+        self.assertEqual((line["bytes_in"], line["bytes_out"]), ("10", "5"))
+
+    def test_without_tunnel_timeout_the_client_timeout_applies_after_the_answer(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "timeouts": {"client_ms": 400, "server_ms": 5000, "tunnel_ms": 0}}))
+        s = t.tcp_connect("127.0.0.1", self.lb_port)
+        s.sendall(b"ECHO\nhello")
+        s.settimeout(5)
+        self.assertEqual(s.recv(100), b"hello")
+        # The server spoke last: the client is expected to go on.
+        took = self.timed_close(s)
+        self.assertGreaterEqual(took, 0.35)
+        self.assertLess(took, 4)
+        self.the_line(lb, "client_timeout")
+
+    def test_global_maxconn_leaves_excess_clients_in_the_backlog(self):
+        self.add_backends(1, mode="tcp")
+        stats_port = t.free_port()
+        # Two workers: the limit is shared over their SO_REUSEPORT listeners.
+        lb = self.start_lb(self.write_config(mode="tcp", threads=2, lb_overrides={
+            "maxconn": 2, "stats": {"bind": "127.0.0.1:%d" % stats_port}}))
+
+        def stats():
+            conn = http.client.HTTPConnection("127.0.0.1", stats_port, timeout=5)
+            try:
+                conn.request("GET", "/stats;json")
+                return json.loads(conn.getresponse().read())["totals"]
+            finally:
+                conn.close()
+
+        # The stats listener starts after the frontends.
+        t.wait_for_port("127.0.0.1", stats_port, timeout=10, proc=lb)
+        # wait_for_port's probes held a slot for a moment.
+        wait_for(lambda: stats()["current_connections"] == 0, 5, "the probe's session to end")
+        relayed = []
+        for i in range(2):
+            s = t.tcp_connect("127.0.0.1", self.lb_port)
+            s.sendall(b"ECHO\nping%d" % i)
+            s.settimeout(5)
+            self.assertEqual(s.recv(100), b"ping%d" % i)
+            relayed.append(s)
+        # The third completes its TCP handshake in the kernel, but the lb
+        # does not serve it: no WHO reply while two are open.
+        third = t.tcp_connect("127.0.0.1", self.lb_port)
+        third.sendall(b"WHO\n")
+        third.settimeout(1.0)
+        with self.assertRaises(socket.timeout):
+            third.recv(100)
+        totals = stats()
+        self.assertEqual(totals["current_connections"], 2, totals)
+        self.assertEqual(totals["maxconn"], 2, totals)
+        self.assertGreaterEqual(totals["maxconn_pauses"], 1, totals)
+        lb.wait_for_stderr("maxconn 2 reached", timeout=5)
+        # One leaves: the waiting client is served, with what it sent before.
+        t.shutdown_write(relayed[0])
+        relayed[0].settimeout(5)
+        self.assertEqual(relayed[0].recv(100), b"")
+        relayed[0].close()
+        third.settimeout(5)
+        reply = t.parse_who(third.recv(4096).decode())
+        self.assertEqual(reply["name"], "node1")
+        third.close()
+        t.shutdown_write(relayed[1])
+        relayed[1].settimeout(5)
+        self.assertEqual(relayed[1].recv(100), b"")
+        relayed[1].close()
+        # Nobody was refused: every client ended closed, none with an error.
+        lines = client_lines_when(lb, 3)
+        self.assertEqual(collections.Counter(l["end"] for l in lines), {"closed": 3}, lines)
+        wait_for(lambda: stats()["current_connections"] == 0, 5, "every session to end")
+        self.assertEqual(stats()["connections_total"], 4)
+
+    def test_connect_timeout_retries_then_redispatches(self):
+        # node1's address never answers a SYN: a listener with backlog 0
+        # whose one queue slot is taken and that never accepts; Linux drops
+        # SYNs to a full accept queue.
+        blackhole = socket.socket()
+        self.addCleanup(blackhole.close)
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(0)
+        address = blackhole.getsockname()
+        for _ in range(2):
+            filler = socket.socket()
+            self.addCleanup(filler.close)
+            filler.setblocking(False)
+            filler.connect_ex(address)
+        time.sleep(0.1)
+        probe = socket.socket()
+        self.addCleanup(probe.close)
+        probe.settimeout(0.5)
+        with self.assertRaises(socket.timeout, msg="the blackhole answered a SYN"):
+            probe.connect(address)
+
+        class Blackhole:
+            name = "node1"
+            port = address[1]
+
+        self.backends.append((Blackhole(), 100))
+        self.add_backends(1, mode="tcp")  # node2
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "retries": 2, "redispatch": True, "timeouts": {"connect_ms": 300},
+            "health_check": {"enabled": False}}))
+        # wait_for_port's probe was routed too (a tcp frontend routes at
+        # once), maybe to node1: let it end before counting.
+        wait_for(lambda: conn_lines(lb), 5, "the probe's log line")
+        # Round robin sends every other client to node1: each is tried
+        # three times there (300 ms each), the last time on another server.
+        names = [t.tcp_who("127.0.0.1", self.lb_port)["name"] for _ in range(4)]
+        self.assertEqual(names, ["node2"] * 4)
+        clients = client_lines_when(lb, 4)
+        redispatched = [l for l in clients if l["route"] == "redispatch"]
+        self.assertGreaterEqual(len(redispatched), 1, clients)
+        for line in redispatched:
+            self.assertEqual((line["server"], line["attempts"], line["end"]), ("node2", "3", "closed"), line)
+            self.assertEqual(line["connect_error"], "timeout", line)
+            self.assertGreaterEqual(int(line["duration_ms"]), 550, line)
+        for line in clients:
+            if line["route"] != "redispatch":
+                self.assertEqual((line["server"], line["attempts"]), ("node2", "1"), line)
+                self.assertNotIn("connect_error", line)
+
+    def test_access_log_off_keeps_only_failures(self):
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "log": {"level": "info", "access_log": False}, "timeouts": {"server_ms": 300}}))
+        for _ in range(3):
+            self.assertEqual(t.tcp_who("127.0.0.1", self.lb_port)["name"], "node1")
         s = t.tcp_connect("127.0.0.1", self.lb_port)
         s.sendall(b"ECHO\n")
-        s.settimeout(5)
-        started = time.monotonic()
-        self.assertEqual(s.recv(10), b"")
-        self.assertGreaterEqual(time.monotonic() - started, 0.4)
-        s.close()
-        line = wait_for(lambda: [l for l in conn_lines(lb) if l["end"] == "idle_timeout"], 5, "idle_timeout line")
-        self.assertEqual(line[0]["server"], "node1")
+        self.timed_close(s)
+        # The failure has its line, as a warning; the clean ones have none.
+        line = self.the_line(lb, "server_timeout")
+        self.assertEqual(line["server"], "node1")
+        everything = conn_lines(lb, routed_only=False)
+        self.assertNotIn("closed", [l["end"] for l in everything], everything)
+        # (wait_for_port's probe sent nothing; only a failure could log it.)
+        self.assertEqual([l["end"] for l in everything if l["bytes_in"] != "0"], ["server_timeout"], everything)
+        logged = [l for l in lb.stderr_text().splitlines() if LOG_LINE.search(l)]
+        self.assertTrue(all(" warning: conn " in l for l in logged), logged)
 
     def test_server_maxconn_queues_then_times_out(self):
         self.add_backends(1, mode="tcp")

@@ -103,7 +103,7 @@ def sample(families, name, **labels):
     return families[name]["samples"][frozenset(labels.items())]
 
 
-# ------------------------------------------------------------ HTTP, admin
+# -------------------------------------------------------------------- HTTP
 
 def http_get(port, path, method="GET", headers=None, timeout=10):
     """(status, headers dict with lower-case names, body bytes)."""
@@ -129,69 +129,6 @@ def raw_http(port, data, timeout=10):
             out += chunk
 
 
-class AdminClient:
-    """One connection to an admin socket; command() returns an answer
-    without the empty line that ends it."""
-
-    def __init__(self, path, timeout=10):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        self.sock.connect(path)
-        self.buf = b""
-
-    def send(self, data):
-        self.sock.sendall(data)
-
-    def read_answer(self):
-        while True:
-            if self.buf.startswith(b"\n"):
-                self.buf = self.buf[1:]
-                return ""
-            end = self.buf.find(b"\n\n")
-            if end >= 0:
-                answer, self.buf = self.buf[:end + 1], self.buf[end + 2:]
-                return answer.decode()
-            chunk = self.sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("admin socket closed; unread: %r" % self.buf)
-            self.buf += chunk
-
-    def command(self, line):
-        self.send(line.encode() + b"\n")
-        return self.read_answer()
-
-    def closed_by_server(self):
-        """True once the server has closed. A Unix socket closed with unread
-        input (what the server refused to read) reports ECONNRESET after the
-        data it sent: that is a close too."""
-        try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    return True
-                self.buf += chunk
-        except ConnectionResetError:
-            return True
-        except socket.timeout:
-            return False
-
-    def close(self):
-        self.sock.close()
-
-
-def admin(path, line):
-    """One command on a fresh connection."""
-    c = AdminClient(path)
-    try:
-        return c.command(line)
-    finally:
-        c.close()
-
-
-def info_fields(text):
-    return dict(line.split(": ", 1) for line in text.splitlines())
-
-
 class OpsTestCase(lbt.LbTestCase):
     """LbTestCase with the stats listener and the admin socket on."""
 
@@ -205,18 +142,18 @@ class OpsTestCase(lbt.LbTestCase):
         if second_frontend:
             self.lb_port2 = t.free_port()
             path = os.path.join(conf, "lb.json")
-            with open(path) as f:
-                lb = json.load(f)
+            lb = t.read_json(path)
             lb["frontends"].append({"name": "fe2", "mode": "tcp", "bind": ["127.0.0.1:%d" % self.lb_port2],
                                     "server_port": "tls", "proxy_protocol": "v2"})
-            with open(path, "w") as f:
-                json.dump(lb, f, indent=1)
+            t.write_json(path, lb)
         return conf
 
     def start_ops_lb(self, conf, name="lb"):
         proc = self.start_lb(conf, name=name)
         t.wait_for_port("127.0.0.1", self.stats_port, timeout=15, proc=proc)
-        lbt.wait_for(lambda: os.path.exists(self.admin_path), 10, "the admin socket")
+        # Accepting, not just present: a crashed lb leaves its socket file
+        # behind until the new one replaces it.
+        lbt.wait_for(lambda: t.admin_accepts(self.admin_path), 10, "the admin socket to accept")
         return proc
 
     def stats_json(self, path="/stats;json", headers=None):
@@ -374,7 +311,7 @@ class AdminSocket(OpsTestCase):
         self._procs = [(p, c) for p, c in self._procs if p is not lb]
         self.assertTrue(os.path.exists(self.admin_path))
         lb = self.start_ops_lb(conf, name="lb-after-crash")
-        self.assertIn("Name: edgepin-lb", admin(self.admin_path, "show info"))
+        self.assertIn("Name: edgepin-lb", t.admin_command(self.admin_path, "show info"))
         # A second lb with the same admin socket path (other ports) refuses to start.
         with open(os.path.join(conf, "lb.json")) as f:
             other = json.load(f)
@@ -390,7 +327,7 @@ class AdminSocket(OpsTestCase):
         second.popen.wait(timeout=15)
         self.assertNotEqual(second.returncode, 0)
         self.assertIn("admin socket %s: another process is listening there" % self.admin_path, second.stderr_text())
-        self.assertIn("Name: edgepin-lb", admin(self.admin_path, "show info"))
+        self.assertIn("Name: edgepin-lb", t.admin_command(self.admin_path, "show info"))
 
     def test_show_info(self):
         self.add_backends(2)
@@ -398,7 +335,7 @@ class AdminSocket(OpsTestCase):
         for _ in range(4):
             self.lb_who()
         lbt.lines_when(lb, 4)
-        info = info_fields(admin(self.admin_path, "show info"))
+        info = t.info_fields(t.admin_command(self.admin_path, "show info"))
         self.assertEqual(info["Name"], "edgepin-lb")
         self.assertRegex(info["Version"], r"^\d+\.\d+\.\d+$")
         self.assertEqual(int(info["Pid"]), lb.pid)
@@ -407,7 +344,7 @@ class AdminSocket(OpsTestCase):
         self.assertEqual(int(info["CumConns"]), len(lbt.conn_lines(lb, routed_only=False)))
         self.assertGreaterEqual(int(info["Uptime_sec"]), 0)
         self.assertEqual(int(info["Servers"]), 2)
-        j = json.loads(admin(self.admin_path, "show info json"))
+        j = json.loads(t.admin_command(self.admin_path, "show info json"))
         self.assertEqual((j["name"], j["pid"], j["threads"]), ("edgepin-lb", lb.pid, 2))
         self.assertEqual(j["connections_total"], int(info["CumConns"]))
 
@@ -416,7 +353,7 @@ class AdminSocket(OpsTestCase):
         lb = self.start_ops_lb(self.ops_config())
         names = [self.lb_who()[0]["name"] for _ in range(6)]
         lbt.lines_when(lb, 6)
-        text = admin(self.admin_path, "show stat")
+        text = t.admin_command(self.admin_path, "show stat")
         self.assertNotIn("\n\n", text)
         sections = [l for l in text.splitlines() if l.startswith("# ")]
         self.assertEqual(sections, ["# frontends", "# frontend ends", "# servers", "# stick table"])
@@ -438,7 +375,7 @@ class AdminSocket(OpsTestCase):
         for name, row in rows.items():
             self.assertEqual(int(row["total"]), names.count(name))
             self.assertEqual(row["state"], "UP")
-        j = json.loads(admin(self.admin_path, "show stat json"))
+        j = json.loads(t.admin_command(self.admin_path, "show stat json"))
         self.assertEqual(sorted(s["name"] for s in j["servers"]), ["node1", "node2", "node3"])
         self.assertEqual(j["frontends"][0]["routes"]["balance"], 6)
 
@@ -453,7 +390,7 @@ class AdminSocket(OpsTestCase):
                 sess = s
         self.assertIsNotNone(sess)
 
-        self.assertEqual(admin(self.admin_path, "set server node1 state drain"),
+        self.assertEqual(t.admin_command(self.admin_path, "set server node1 state drain"),
                          "server node1: state drain (was ready)\n")
         lb.wait_for_stderr("server node1 set to drain (was ready) by the admin socket")
         self.assertEqual({s["name"]: s["state"] for s in self.stats_json()["servers"]}["node1"], "DRAIN")
@@ -466,7 +403,7 @@ class AdminSocket(OpsTestCase):
             self.assertEqual((reply["name"], reply["resumed"]), ("node1", "1"))
         self.assertEqual([l["route"] for l in lbt.lines_when(lb, 15)[-3:]], ["tag"] * 3)
 
-        self.assertEqual(admin(self.admin_path, "set server node1 state maint"),
+        self.assertEqual(t.admin_command(self.admin_path, "set server node1 state maint"),
                          "server node1: state maint (was drain)\n")
         self.assertEqual({s["name"]: s["state"] for s in self.stats_json()["servers"]}["node1"], "MAINT")
         reply, _ = self.lb_who(tls_max="1.3", session=sess)
@@ -476,7 +413,7 @@ class AdminSocket(OpsTestCase):
         self.assertTrue(all(l["server"] != "node1" for l in last[-7:]), last[-7:])
         self.assertEqual(last[-7].get("bound_down"), "1")  # the tag named a server in maintenance
 
-        self.assertEqual(admin(self.admin_path, "set server node1 state ready"),
+        self.assertEqual(t.admin_command(self.admin_path, "set server node1 state ready"),
                          "server node1: state ready (was maint)\n")
         self.assertIn("node1", [self.lb_who()[0]["name"] for _ in range(3)])
         reply, _ = self.lb_who(tls_max="1.3", session=sess)
@@ -489,7 +426,7 @@ class AdminSocket(OpsTestCase):
         first, sess = self.lb_who(tls_max="1.2", no_ticket=True)
         self.assertEqual(len(sess.id), 32)
         lbt.lines_when(lb, 1)
-        table = admin(self.admin_path, "show table")
+        table = t.admin_command(self.admin_path, "show table")
         lines = table.splitlines()
         self.assertTrue(lines[0].startswith("# table: capacity 100000, entries 1,"), table)
         entry = dict(kv.split("=", 1) for kv in lines[1].split())
@@ -497,7 +434,7 @@ class AdminSocket(OpsTestCase):
         self.assertEqual(entry["key"], sess.id.hex())
         self.assertEqual(entry["server"], first["name"])
         self.assertTrue(0 < int(entry["expires_in_ms"]) <= 1800 * 1000, entry)
-        j = json.loads(admin(self.admin_path, "show table json"))
+        j = json.loads(t.admin_command(self.admin_path, "show table json"))
         self.assertEqual(j["list"], [{"kind": "session_id", "key": sess.id.hex(), "server": first["name"],
                                       "expires_in_ms": j["list"][0]["expires_in_ms"]}])
         # The entry routes the resumed client.
@@ -505,9 +442,9 @@ class AdminSocket(OpsTestCase):
         self.assertEqual((reply["name"], reply["resumed"]), (first["name"], "1"))
         self.assertEqual(lbt.lines_when(lb, 2)[-1]["route"], "stick")
 
-        self.assertEqual(admin(self.admin_path, "clear table"), "cleared 1 entry\n")
+        self.assertEqual(t.admin_command(self.admin_path, "clear table"), "cleared 1 entry\n")
         lb.wait_for_stderr("admin socket: stick table cleared (1 entry)")
-        table = admin(self.admin_path, "show table")
+        table = t.admin_command(self.admin_path, "show table")
         self.assertTrue(table.startswith("# table: capacity 100000, entries 0,"), table)
         self.assertEqual(len(table.splitlines()), 1, table)
         # With the entry gone, the same client is balanced, not stuck.
@@ -526,7 +463,7 @@ class AdminSocket(OpsTestCase):
             clients = sorted("%s:%d" % s.getsockname() for s in held)
 
             def listed():
-                text = admin(self.admin_path, "show sessions")
+                text = t.admin_command(self.admin_path, "show sessions")
                 rows = [dict(kv.split("=", 1) for kv in l.split()) for l in text.splitlines()
                         if l.startswith("worker=")]
                 return len(rows) == 3 and all(r["state"] == "relaying" for r in rows) and (text, rows)
@@ -543,21 +480,21 @@ class AdminSocket(OpsTestCase):
             for name, n in per_server.items():
                 self.assertEqual(counts["server " + name], "%d current, 0 queued" % n)
             self.assertIn("frontend fe: 3", text.splitlines())
-            j = json.loads(admin(self.admin_path, "show sessions json"))
+            j = json.loads(t.admin_command(self.admin_path, "show sessions json"))
             self.assertEqual(j["current"], 3)
             self.assertEqual(sorted(r["client"] for r in j["list"]), clients)
             self.assertEqual(j["unanswered_workers"], [])
         finally:
             for s in held:
                 s.close()
-        lbt.wait_for(lambda: admin(self.admin_path, "show sessions").startswith("# sessions: 0\n"), 5,
+        lbt.wait_for(lambda: t.admin_command(self.admin_path, "show sessions").startswith("# sessions: 0\n"), 5,
                      "the sessions to end")
         del lb
 
     def test_bad_commands_answer_an_error_line(self):
         self.add_backends(2)
         self.start_ops_lb(self.ops_config())
-        c = AdminClient(self.admin_path)
+        c = t.AdminClient(self.admin_path)
         try:
             cases = {
                 "bogus": "error: unknown command 'bogus'; try 'help'",
@@ -589,14 +526,14 @@ class AdminSocket(OpsTestCase):
         finally:
             c.close()
         # A line over 4 KiB is refused and the connection closed.
-        c = AdminClient(self.admin_path)
+        c = t.AdminClient(self.admin_path)
         try:
             c.send(b"show " + b"x" * 5000 + b"\nshow info\n")
             self.assertEqual(c.read_answer(), "error: command line longer than 4096 bytes\n")
             self.assertTrue(c.closed_by_server())
         finally:
             c.close()
-        self.assertIn("Name: edgepin-lb", admin(self.admin_path, "show info"))
+        self.assertIn("Name: edgepin-lb", t.admin_command(self.admin_path, "show info"))
 
 
 if __name__ == "__main__":

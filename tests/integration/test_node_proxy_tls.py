@@ -18,18 +18,16 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import tempfile
 import time
 import unittest
 
 import edgepin_testlib as lib
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+REPO = lib.REPO
 NODE = "node1"
 NODE_ADDRESS = "127.0.0.11"  # node1's address in conf/cluster.json
 NODE_TAG = 1
@@ -37,53 +35,8 @@ TRUSTED = "127.0.0.1"        # the test's own source address, trusted as the "lb
 UNTRUSTED = "127.0.0.2"      # a source the listeners do not trust
 STEP = 0.05                  # polling step, seconds
 
-# A minimal HTTP/1.1 upstream: answers every GET with the request line and
-# headers it received, as JSON; exits 0 on SIGTERM.
-UPSTREAM = r"""
-import http.server, json, signal, sys
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-class Echo(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        body = json.dumps({"path": self.path,
-                           "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Echo)
-print("listening", flush=True)
-server.serve_forever()
-"""
-
-_template = None  # a config directory with its PKI, made once per run
-
-
-def setUpModule():
-    global _template
-    _template = tempfile.TemporaryDirectory(prefix="edgepin-np-conf-")
-    conf = os.path.join(_template.name, "conf")
-    shutil.copytree(os.path.join(REPO, "conf"), conf)
-    subprocess.run(["bash", os.path.join(REPO, "deploy", "make-pki.sh"), conf], check=True,
-                   stdout=subprocess.DEVNULL, timeout=120)
-
-
-def tearDownModule():
-    if _template is not None:
-        _template.cleanup()
-
-
-def read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json(path, doc):
-    with open(path, "w") as f:
-        json.dump(doc, f, indent=2)
+TEMPLATE = lib.ConfTemplate("edgepin-np-conf-")  # conf/ with its PKI, made once per run
+setUpModule, tearDownModule = TEMPLATE.make, TEMPLATE.cleanup
 
 
 class NodeProxyTlsTest(lib.EdgepinTestCase):
@@ -91,21 +44,12 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
     (trusted: 127.0.0.1 only) unless a test says otherwise."""
 
     def make_config(self, proxy_protocol="v2", upstream_port=None):
-        conf = os.path.join(self.tmp, "conf")
-        shutil.copytree(os.path.join(_template.name, "conf"), conf)
+        conf = TEMPLATE.copy_to(os.path.join(self.tmp, "conf"))
         self.tls_port = lib.free_port(NODE_ADDRESS)
         self.http_port = lib.free_port(NODE_ADDRESS)
         self.upstream_port = upstream_port or lib.free_port(NODE_ADDRESS)
-        cluster = read_json(os.path.join(conf, "cluster.json"))
-        for n in cluster["nodes"]:
-            if n["name"] == NODE:
-                self.assertEqual(n["address"], NODE_ADDRESS)
-                n["tls_port"] = self.tls_port
-                n["http_port"] = self.http_port
-                n["peer_port"] = lib.free_port(NODE_ADDRESS)
-                n["upstream"] = "%s:%d" % (NODE_ADDRESS, self.upstream_port)
-        write_json(os.path.join(conf, "cluster.json"), cluster)
-        np = read_json(os.path.join(conf, "node-proxy.json"))
+        lib.place_node(conf, NODE, NODE_ADDRESS, self.tls_port, self.http_port, self.upstream_port)
+        np = lib.read_json(os.path.join(conf, "node-proxy.json"))
         np["threads"] = 2
         for listener in np["listeners"]:
             listener["proxy_protocol"] = proxy_protocol
@@ -115,14 +59,12 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
                 listener["trusted_proxies"] = [TRUSTED + "/32"]
         np["health"].update({"check_interval_ms": 200, "check_timeout_ms": 150, "rise": 1, "fall": 1})
         np["stats"]["allow"] = ["127.0.0.0/8"]
-        write_json(os.path.join(conf, "node-proxy.json"), np)
+        lib.write_json(os.path.join(conf, "node-proxy.json"), np)
         return conf
 
     def start_upstream(self):
-        proc = self.spawn(["/usr/bin/python3", "-c", UPSTREAM, NODE_ADDRESS, str(self.upstream_port)],
-                          "upstream")
-        proc.wait_for_stdout_line("listening", timeout=10)
-        return proc
+        # JSON: the tests read the headers the node-proxy forwarded.
+        return lib.start_echo_upstream(self, NODE_ADDRESS, self.upstream_port, fmt="json")
 
     def start_node_proxy(self, conf):
         proc = self.spawn([lib.binary("EDGEPIN_NODE_PROXY"), "--config-dir", conf, "--node", NODE],
@@ -348,6 +290,49 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
                     # CBC/RC4/3DES/NULL/export/anonymous suites.
                     self.assertRegex(name, r"^(ECDHE|DHE)-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
 
+    def test_default_groups_are_elliptic_curves_only(self):
+        # The shipped node-proxy.json names no groups: this is the default
+        # (config::kDefaultGroups), not a setting of the test.
+        self.assertNotIn("groups", lib.read_json(os.path.join(REPO, "conf", "node-proxy.json"))["tls"])
+        # s_client cannot send a PROXY header: a listener without one.
+        self.setup_node(proxy_protocol="none")
+        # TLS 1.3: a client that offers one group gets that group or no
+        # handshake. The finite-field groups OpenSSL 3 accepts by default
+        # are refused (no key share the server accepts), and so is a curve
+        # outside the list.
+        x25519 = r"Server Temp Key: X25519, 253 bits"
+        p256 = r"Server Temp Key: ECDH, prime256v1, 256 bits"
+        p384 = r"Server Temp Key: ECDH, secp384r1, 384 bits"
+        cases = [("1.3", "X25519", x25519), ("1.3", "P-256", p256), ("1.3", "P-384", p384),
+                 ("1.3", "ffdhe2048", None), ("1.3", "ffdhe3072", None), ("1.3", "P-521", None),
+                 # TLS 1.2: the client's curves also bound the server's ECDSA
+                 # key (RFC 8422 5.1), so P-256 (the certificate's curve) is
+                 # always offered; the key exchange takes the server's first
+                 # choice, and never finite-field DH.
+                 ("1.2", "X25519:P-256", x25519), ("1.2", "ffdhe2048:P-256", p256)]
+        errors_before = self.stats(proxy=False)["tls"]["handshake_errors"]
+        refused = 0
+        for tls, groups, temp_key in cases:
+            with self.subTest(tls=tls, groups=groups):
+                result = subprocess.run(
+                    ["openssl", "s_client", "-connect", "%s:%d" % (NODE_ADDRESS, self.tls_port),
+                     "-servername", NODE, "-groups", groups, "-tls" + tls.replace(".", "_")],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    timeout=30)
+                out = result.stdout.decode("utf-8", "replace")
+                if temp_key:
+                    self.assertEqual(result.returncode, 0, out)
+                    self.assertIn("New, TLSv%s, Cipher is " % tls, out)
+                    self.assertRegex(out, temp_key)
+                else:
+                    refused += 1
+                    self.assertNotEqual(result.returncode, 0, out)
+                    self.assertIn("alert handshake failure", out)
+                    self.assertNotIn("Server Temp Key", out)
+        # Each refusal was the server's: counted as a failed handshake.
+        self.wait_stats(lambda s: s["tls"]["handshake_errors"] >= errors_before + refused,
+                        "refused handshakes counted", proxy=False)
+
     def test_health_follows_the_upstream(self):
         self.setup_node(upstream=False)
         header = lambda: lib.proxy_v2((TRUSTED, 40002), (NODE_ADDRESS, self.http_port))
@@ -377,9 +362,9 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
 
     def test_max_connections(self):
         conf = self.make_config()
-        np = read_json(os.path.join(conf, "node-proxy.json"))
+        np = lib.read_json(os.path.join(conf, "node-proxy.json"))
         np["limits"]["max_connections"] = 2
-        write_json(os.path.join(conf, "node-proxy.json"), np)
+        lib.write_json(os.path.join(conf, "node-proxy.json"), np)
         self.upstream = self.start_upstream()
         self.start_node_proxy(conf)
         held = []
@@ -440,10 +425,10 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
         self.assertLess(time.monotonic() - started, 5.0)
         self.assertEqual(self.node_proxy.returncode, 0, self.node_proxy.describe())
 
-    def test_sigterm_stops_cleanly_and_sighup_is_logged(self):
+    def test_sigterm_stops_cleanly_and_sighup_reloads(self):
         self.setup_node()
         self.node_proxy.signal(signal.SIGHUP)
-        self.node_proxy.wait_for_stderr("reload is not supported yet", timeout=5)
+        self.node_proxy.wait_for_stderr("reload ok", timeout=5)
         status, _, _ = self.https(proxy_header=self.header_for())
         self.assertEqual(status, 200)
         rc = self.node_proxy.stop(timeout=15)

@@ -70,6 +70,10 @@
         {"x_forwarded_for", oneLine(request.getHeader("X-Forwarded-For"))},
         {"x_forwarded_proto", oneLine(request.getHeader("X-Forwarded-Proto"))},
         {"x_forwarded_port", oneLine(request.getHeader("X-Forwarded-Port"))},
+        // Set by an edgepin-node-proxy that received this request from
+        // another node over the peer link (the node's name): tells a relayed
+        // request from one that reached its owner directly.
+        {"x_edgepin_relayed", oneLine(request.getHeader("X-Edgepin-Relayed"))},
     };
 
     StringBuilder lines = new StringBuilder(512);

@@ -513,6 +513,10 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
        "\"hash\", got \"random\""},
       {kLb, set("lb.json", "/timeouts/connect_ms", "0"),
        "{dir}/lb.json: /timeouts/connect_ms: value 0 out of range 1..86400000"},
+      {kLb, set("lb.json", "/timeouts/client_ms", "0"),
+       "{dir}/lb.json: /timeouts/client_ms: value 0 out of range 1..86400000"},
+      {kLb, set("lb.json", "/timeouts/tunnel_ms", "-1"),
+       "{dir}/lb.json: /timeouts/tunnel_ms: value -1 out of range 0..86400000"},
       {kLb, set("lb.json", "/timeouts/connect_ms", "\"5s\""),
        "{dir}/lb.json: /timeouts/connect_ms: expected integer, got string"},
       {kLb, set("lb.json", "/timeouts/conect_ms", "5000"),
@@ -671,9 +675,42 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
       {kNode1, set("node-proxy.json", "/stats/metrics_bind", "\"127.0.0.11:8081\""),
        "{dir}/node-proxy.json: /stats/metrics_bind: bind 127.0.0.11:8081 conflicts with "
        "/listeners/1 (127.0.0.11:8081)"},
+      {kNode1, set("node-proxy.json", "/metrics", R"({"bind": "127.0.0.11"})"),
+       "{dir}/node-proxy.json: /metrics: missing required key \"port\""},
+      {kNode1, set("node-proxy.json", "/metrics", R"({"port": 70000})"),
+       "{dir}/node-proxy.json: /metrics/port: port 70000 out of range 1..65535"},
+      {kNode1, set("node-proxy.json", "/metrics", R"({"port": 9180, "bind": "localhost"})"),
+       "{dir}/node-proxy.json: /metrics/bind: bad address \"localhost\": expected an IPv4 or IPv6 "
+       "literal (no port: \"port\" sets it)"},
+      {kNode1, set("node-proxy.json", "/metrics", R"({"port": 8443})"),
+       "{dir}/node-proxy.json: /metrics: bind 127.0.0.11:8443 conflicts with /listeners/0 "
+       "(127.0.0.11:8443)"},
+      {kNode1, set("node-proxy.json", "/metrics", R"({"port": 9180, "colour": "red"})"),
+       "{dir}/node-proxy.json: /metrics: unknown key \"colour\""},
+      {kNode1,
+       all({set("node-proxy.json", "/stats/metrics_bind", "\"127.0.0.1:9999\""),
+            set("node-proxy.json", "/metrics", R"({"port": 9180})")}),
+       "{dir}/node-proxy.json: /metrics: the metrics listener is already set by "
+       "/stats/metrics_bind: use one of the two"},
       {kNode1, set("node-proxy.json", "/health/check_timeout_ms", "3000"),
        "{dir}/node-proxy.json: /health/check_timeout_ms: check_timeout_ms 3000 must not exceed "
        "check_interval_ms 2000"},
+      // The peer link's pool, timeouts and health checks.
+      {kNode1, set("node-proxy.json", "/peer/check_timeout_ms", "3000"),
+       "{dir}/node-proxy.json: /peer/check_timeout_ms: check_timeout_ms 3000 must not exceed "
+       "check_interval_ms 2000"},
+      {kNode1, set("node-proxy.json", "/peer/check_interval_ms", "50"),
+       "{dir}/node-proxy.json: /peer/check_interval_ms: value 50 out of range 100..86400000"},
+      {kNode1, set("node-proxy.json", "/peer/connect_timeout_ms", "0"),
+       "{dir}/node-proxy.json: /peer/connect_timeout_ms: value 0 out of range 1..86400000"},
+      {kNode1, set("node-proxy.json", "/peer/response_timeout_ms", "\"60s\""),
+       "{dir}/node-proxy.json: /peer/response_timeout_ms: expected integer, got string"},
+      {kNode1, set("node-proxy.json", "/peer/pool_size", "10001"),
+       "{dir}/node-proxy.json: /peer/pool_size: value 10001 out of range 0..10000"},
+      {kNode1, set("node-proxy.json", "/peer/fall", "0"),
+       "{dir}/node-proxy.json: /peer/fall: value 0 out of range 1..100"},
+      {kNode1, set("node-proxy.json", "/peer/retries", "2"),
+       "{dir}/node-proxy.json: /peer: unknown key \"retries\""},
       {kNode1, set("node-proxy.json", "/peer/cert_file", "\"pki/peer/node2.crt\""),
        "{dir}/node-proxy.json: /peer/key_file: private key {dir}/pki/peer/node1.key does not "
        "match certificate {dir}/pki/peer/node2.crt"},
@@ -851,7 +888,7 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK(p.tls->max_version == config::TlsVersion::V1_3);
   CHECK(p.tls->ciphers == config::kDefaultCiphers);
   CHECK(p.tls->ciphersuites == config::kDefaultCiphersuites);
-  CHECK(p.tls->groups.empty());
+  CHECK(p.tls->groups == config::kDefaultGroups);
   CHECK(p.tls->alpn == std::vector<std::string>{"http/1.1"});
   CHECK(p.tls->session_cache.enabled);
   CHECK(p.tls->session_cache.size == 20000);
@@ -942,6 +979,26 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
                                ": /tls/certificates/1: certificate " + (extra / "a.pem").string() +
                                " expired on ";
     CHECK(n.warnings[0].rfind(prefix, 0) == 0);
+  }
+  SECTION("lb timeouts: separate client and server timeouts, tunnel 0 turns it off") {
+    CaseDir c;
+    set("lb.json", "/timeouts", R"({"client_ms": 1500, "server_ms": 2500, "tunnel_ms": 0})")(c.path());
+    const config::LbConfigSet lb = config::loadLb(c.path());
+    CHECK(lb.lb.timeouts.client == 1500ms);
+    CHECK(lb.lb.timeouts.server == 2500ms);
+    CHECK(lb.lb.timeouts.tunnel == 0ms);
+    CHECK(lb.lb.timeouts.connect == 5000ms);
+  }
+  SECTION("metrics listener: a port on the node's address, or a given address") {
+    CaseDir c;
+    set("node-proxy.json", "/metrics", R"({"port": 9180})")(c.path());
+    const config::NodeConfigSet n2 = config::loadNodeProxy(c.path(), "node2");
+    REQUIRE(n2.proxy.stats.metrics_bind);
+    CHECK(n2.proxy.stats.metrics_bind->toString() == "127.0.0.12:9180");
+    set("node-proxy.json", "/metrics", R"({"port": 9181, "bind": "*"})")(c.path());
+    const config::NodeConfigSet n3 = config::loadNodeProxy(c.path(), "node3");
+    REQUIRE(n3.proxy.stats.metrics_bind);
+    CHECK(n3.proxy.stats.metrics_bind->toString() == "0.0.0.0:9181");
   }
   SECTION("admin socket with {node}, mode and relative path") {
     CaseDir c;

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <optional>
 #include <random>
+#include <string_view>
 
 #include "common/relay.h"
 
@@ -71,12 +72,76 @@ bool read_some(int fd, std::vector<uint8_t>& out) {
   }
 }
 
+timeval ms(int n) { return {n / 1000, (n % 1000) * 1000}; }
+
+using Clock = std::chrono::steady_clock;
+
+// Turns the loop until the relay ends or `limit` passes; returns how long
+// that took.
+Clock::duration run_until_done(Harness& h, std::chrono::milliseconds limit) {
+  const auto start = Clock::now();
+  while (!h.result && Clock::now() - start < limit) {
+    event_base_loop(h.base.get(), EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    usleep(2000);
+  }
+  return Clock::now() - start;
+}
+
+// Turns the loop for `d`, reading whatever reaches either outer end.
+void turn_for(Harness& h, std::chrono::milliseconds d, std::vector<uint8_t>& at_client,
+              std::vector<uint8_t>& at_server) {
+  const auto start = Clock::now();
+  while (!h.result && Clock::now() - start < d) {
+    event_base_loop(h.base.get(), EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    read_some(h.client, at_client);
+    read_some(h.server, at_server);
+    usleep(2000);
+  }
+}
+
+void send_bytes(int fd, std::string_view text) {
+  std::vector<uint8_t> data(text.begin(), text.end());
+  size_t pos = 0;
+  write_some(fd, data, pos);
+  REQUIRE(pos == data.size());
+}
+
 std::vector<uint8_t> random_bytes(size_t n, uint32_t seed) {
   std::mt19937 rng(seed);
   std::vector<uint8_t> v(n);
   for (auto& b : v) b = static_cast<uint8_t>(rng());
   return v;
 }
+
+// Options with the client (a), server (b) and tunnel timeouts in ms; 0
+// leaves that timeout unset.
+Relay::Options timeout_options(int a_ms, int b_ms, int tunnel_ms) {
+  Relay::Options opts;
+  opts.a_timeout = ms(a_ms);
+  opts.b_timeout = ms(b_ms);
+  opts.idle_timeout = ms(tunnel_ms);
+  return opts;
+}
+
+// A relay under timeouts with what reached each outer end so far. The
+// timeout tests only differ in the conversation before the silence and in
+// which timeout must end it.
+struct TimeoutHarness : Harness {
+  std::vector<uint8_t> at_client, at_server;
+
+  explicit TimeoutHarness(const Relay::Options& opts) : Harness(opts) {}
+
+  void turn_for(std::chrono::milliseconds d) { ::turn_for(*this, d, at_client, at_server); }
+
+  // Runs until the relay ends (10 s at most); it must end as idle. Returns
+  // the timeout that ended it.
+  RelayTimeout idle_end() {
+    run_until_done(*this, std::chrono::seconds(10));
+    REQUIRE(result);
+    CHECK(result->end == RelayEnd::IdleTimeout);
+    return result->timeout;
+  }
+};
 
 }  // namespace
 
@@ -166,6 +231,8 @@ TEST_CASE("relay: idle timeout ends a silent connection, traffic keeps it alive"
     event_base_loop(h.base.get(), EVLOOP_ONCE);
   REQUIRE(h.result);
   CHECK(h.result->end == RelayEnd::IdleTimeout);
+  // Without client and server timeouts the tunnel timeout applies from the start.
+  CHECK(h.result->timeout == RelayTimeout::Tunnel);
   // Not before the timeout (less the loop's cached-clock slack).
   CHECK(std::chrono::steady_clock::now() - last_write >= std::chrono::milliseconds(190));
 }
@@ -196,4 +263,106 @@ TEST_CASE("relay: stop() ends at once and reports Stopped") {
   h.relay->stop();
   REQUIRE(h.result);
   CHECK(h.result->end == RelayEnd::Stopped);
+}
+
+// Side a is the client, b the server, as the lb uses the relay. Limits
+// that must not fire in a case are long (seconds) so that a late one would
+// show as the wrong Result::timeout, never as a pass.
+
+TEST_CASE("relay timeouts: a client that never speaks hits the client (a) timeout") {
+  TimeoutHarness h(timeout_options(150, 3000, 5000));
+  const auto start = Clock::now();
+  CHECK(h.idle_end() == RelayTimeout::A);
+  CHECK(Clock::now() - start >= std::chrono::milliseconds(140));
+  CHECK(Clock::now() - start < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("relay timeouts: a server that does not answer hits the server (b) timeout") {
+  TimeoutHarness h(timeout_options(3000, 150, 5000));
+  send_bytes(h.client, "hello");
+  const auto start = Clock::now();
+  h.turn_for(std::chrono::milliseconds(50));
+  CHECK(h.at_server == std::vector<uint8_t>{'h', 'e', 'l', 'l', 'o'});
+  CHECK(h.idle_end() == RelayTimeout::B);
+  CHECK(Clock::now() - start >= std::chrono::milliseconds(140));
+  CHECK(Clock::now() - start < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("relay timeouts: without a tunnel timeout, the side that did not speak last is waited for") {
+  TimeoutHarness h(timeout_options(200, 200, 0));
+  // A conversation with pauses shorter than the limits stays up, whoever
+  // is expected to speak next.
+  for (int i = 0; i < 4; ++i) {
+    send_bytes(h.client, "q");
+    h.turn_for(std::chrono::milliseconds(120));
+    send_bytes(h.server, "a");
+    h.turn_for(std::chrono::milliseconds(120));
+  }
+  REQUIRE_FALSE(h.result);
+  CHECK(h.at_server.size() == 4);
+  CHECK(h.at_client.size() == 4);
+  // The server answered last: now the client is waited for.
+  CHECK(h.idle_end() == RelayTimeout::A);
+}
+
+TEST_CASE("relay timeouts: once bytes flowed both ways the tunnel timeout replaces both") {
+  TimeoutHarness h(timeout_options(100, 100, 600));
+  send_bytes(h.client, "ping");
+  h.turn_for(std::chrono::milliseconds(30));
+  send_bytes(h.server, "pong");
+  const auto last = Clock::now();
+  // Three client/server timeouts of silence: still up.
+  h.turn_for(std::chrono::milliseconds(300));
+  CHECK(h.at_client.size() == 4);
+  REQUIRE_FALSE(h.result);
+  CHECK(h.idle_end() == RelayTimeout::Tunnel);
+  CHECK(Clock::now() - last >= std::chrono::milliseconds(590));
+}
+
+TEST_CASE("relay timeouts: a short tunnel timeout is not missed while the timer sleeps for a longer one") {
+  // The lazy timer sleeps for the client timeout at first; the exchange
+  // then switches to the much shorter tunnel timeout.
+  TimeoutHarness h(timeout_options(3000, 3000, 150));
+  send_bytes(h.client, "x");
+  h.turn_for(std::chrono::milliseconds(30));
+  send_bytes(h.server, "y");
+  const auto last = Clock::now();
+  h.turn_for(std::chrono::milliseconds(30));
+  CHECK(h.idle_end() == RelayTimeout::Tunnel);
+  CHECK(Clock::now() - last < std::chrono::milliseconds(1500));
+}
+
+TEST_CASE("relay timeouts: after the client's half-close only the server is waited for") {
+  TimeoutHarness h(timeout_options(3000, 200, 5000));
+  // The server speaks first (a banner): the client is waited for...
+  send_bytes(h.server, "banner");
+  h.turn_for(std::chrono::milliseconds(50));
+  CHECK(h.at_client.size() == 6);
+  // ...until it closes its sending side without a word: the server is
+  // expected to answer that, under the server timeout.
+  shutdown(h.client, SHUT_WR);
+  const auto shut = Clock::now();
+  CHECK(h.idle_end() == RelayTimeout::B);
+  CHECK(Clock::now() - shut >= std::chrono::milliseconds(190));
+  CHECK(Clock::now() - shut < std::chrono::milliseconds(2500));
+}
+
+TEST_CASE("relay timeouts: a client that stops reading is the side waited for") {
+  Relay::Options opts = timeout_options(200, 3000, 5000);
+  opts.high_watermark = 16 * 1024;
+  Harness h(opts);
+  auto data = random_bytes(8 << 20, 9);
+  size_t pos = 0;
+  // The server streams; the client reads nothing: once back-pressure stops
+  // the server side, the silence is the client's.
+  const auto start = Clock::now();
+  while (!h.result && Clock::now() - start < std::chrono::seconds(10)) {
+    write_some(h.server, data, pos);
+    event_base_loop(h.base.get(), EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    usleep(2000);
+  }
+  REQUIRE(h.result);
+  CHECK(pos < data.size());
+  CHECK(h.result->end == RelayEnd::IdleTimeout);
+  CHECK(h.result->timeout == RelayTimeout::A);
 }

@@ -85,9 +85,11 @@ void simulate_traffic(const Runtime& rt) {
   w1_https.bytes_in.add(50);
   w1_https.bytes_out.add(500);
   w1_http.accepted.add(1);
-  w1_http.ends[static_cast<size_t>(End::MaxConn)].add(1);
+  w1_http.ends[static_cast<size_t>(End::ServerTimeout)].add(1);
   rt.workers()[0]->counters().redispatches.add(2);
   rt.workers()[1]->counters().redispatches.add(1);
+  rt.workers()[0]->counters().maxconn_pauses.add(2);
+  rt.workers()[1]->counters().maxconn_pauses.add(5);
   rt.workers()[1]->counters().inspect_errors[static_cast<size_t>(tls::HelloError::NotHandshakeRecord)].add(4);
 
   ServerState& node1 = *rt.servers()[0];
@@ -159,8 +161,10 @@ TEST_CASE("collect_stats sums per-worker, per-frontend counters and reads the se
   CHECK(s.frontends[1].total == 1);
   CHECK(s.total == 6);
   CHECK(s.current == 1);
-  CHECK(s.ends[static_cast<size_t>(End::MaxConn)] == 1);
+  CHECK(s.ends[static_cast<size_t>(End::ServerTimeout)] == 1);
   CHECK(s.redispatches == 3);
+  CHECK(s.maxconn_pauses == 7);
+  CHECK(s.maxconn == c.lb.maxconn);
   CHECK(s.inspect_errors[static_cast<size_t>(tls::HelloError::NotHandshakeRecord)] == 4);
 
   REQUIRE(s.servers.size() == 3);
@@ -194,7 +198,9 @@ TEST_CASE("renderings of one snapshot") {
     CHECK(has_line(text, "edgepin_lb_frontend_current_connections{frontend=\"https\"} 1"));
     CHECK(has_line(text, "edgepin_lb_frontend_routes_total{frontend=\"https\",reason=\"tag\"} 2"));
     CHECK(has_line(text, "edgepin_lb_frontend_routes_total{frontend=\"https\",reason=\"none\"} 1"));
-    CHECK(has_line(text, "edgepin_lb_frontend_session_ends_total{frontend=\"http\",reason=\"maxconn\"} 1"));
+    CHECK(has_line(text, "edgepin_lb_frontend_session_ends_total{frontend=\"http\",reason=\"server_timeout\"} 1"));
+    CHECK(has_line(text, "edgepin_lb_maxconn_pauses_total 7"));
+    CHECK(has_line(text, "edgepin_lb_maxconn " + std::to_string(c.lb.maxconn)));
     CHECK(has_line(text, "edgepin_lb_redispatches_total 3"));
     CHECK(has_line(text, "edgepin_lb_inspect_errors_total{reason=\"not_handshake_record\"} 4"));
     CHECK(has_line(text, "edgepin_lb_server_state{server=\"node2\",state=\"drain\"} 1"));
@@ -222,6 +228,8 @@ TEST_CASE("renderings of one snapshot") {
     CHECK(j.begin().key() == "info");
     CHECK(j["totals"]["connections_total"] == 6);
     CHECK(j["totals"]["ends"]["closed"] == 3);
+    CHECK(j["totals"]["ends"]["server_timeout"] == 1);
+    CHECK(j["totals"]["maxconn_pauses"] == 7);
     CHECK(j["frontends"][0]["routes"]["none"] == 1);
     CHECK(j["servers"][1]["state"] == "DRAIN");
     CHECK(j["servers"][1]["admin"] == "drain");
@@ -314,6 +322,8 @@ TEST_CASE("admin commands on a runtime") {
     CHECK(info[0] == "Name: edgepin-lb");
     CHECK(has_line(admin.handle("show info"), "Threads: 2"));
     CHECK(has_line(admin.handle("show info"), "Servers: 3"));
+    CHECK(has_line(admin.handle("show info"), "Maxconn: " + std::to_string(c.lb.maxconn)));
+    CHECK(has_line(admin.handle("show info"), "MaxconnPauses: 0"));
     CHECK(nlohmann::json::parse(admin.handle("show info json"))["threads"] == 2);
     CHECK(admin.handle("show stat").rfind("# frontends\n", 0) == 0);
     CHECK(nlohmann::json::parse(admin.handle("show stat json"))["servers"].size() == 3);

@@ -391,3 +391,121 @@ TEST_CASE("idempotent methods and reason phrases") {
   CHECK(reason_phrase(408) == "Request Timeout");
   CHECK(reason_phrase(599) == "Unknown");
 }
+
+// ---------------------------------------------------------------------------
+// The peer link's fields (affinity relaying).
+
+TEST_CASE("X-Edgepin-* fields from a client never reach the upstream; the proxy's own do") {
+  const std::string raw =
+      "GET / HTTP/1.1\r\nHost: app.example\r\nX-Edgepin-Relayed: node3\r\nx-edgepin-sni: evil\r\n"
+      "X-EDGEPIN-Whatever: 1\r\nX-Edgepinned: kept\r\n\r\n";
+  auto out = forward(raw, tls_client("203.0.113.9"));
+  CHECK(values(out->head(), "x-edgepin-relayed").empty());
+  CHECK(values(out->head(), "x-edgepin-sni").empty());
+  CHECK(values(out->head(), "x-edgepin-whatever").empty());
+  CHECK(values(out->head(), "x-edgepinned") == std::vector<std::string>{"kept"});
+
+  const http1::Field extra[] = {{kRelayedField, "node1"}, {kSniField, "app.example"}};
+  UpstreamRequestOptions opts;
+  opts.extra_fields = extra;
+  auto relayed = forward(raw, tls_client("203.0.113.9"), {}, opts);
+  CHECK(values(relayed->head(), "x-edgepin-relayed") == std::vector<std::string>{"node1"});
+  CHECK(values(relayed->head(), "x-edgepin-sni") == std::vector<std::string>{"app.example"});
+}
+
+TEST_CASE("is_edgepin_field matches the prefix in any case") {
+  CHECK(is_edgepin_field("X-Edgepin-Relayed"));
+  CHECK(is_edgepin_field("x-edgepin-"));
+  CHECK(is_edgepin_field("X-EDGEPIN-SNI"));
+  CHECK_FALSE(is_edgepin_field("X-Edgepin"));
+  CHECK_FALSE(is_edgepin_field("X-Edgepinned"));
+  CHECK_FALSE(is_edgepin_field("X-Forwarded-For"));
+}
+
+namespace {
+
+ClientInfo peer_link() {
+  ClientInfo c;
+  c.listener = "peer";
+  c.peer = SocketAddress(*IpAddress::parse("127.0.0.12"), 41000);
+  c.client = c.peer;
+  c.public_port = 9443;
+  c.tls = true;
+  c.tls_version = "TLSv1.3";
+  c.peer_node = "node2";
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("relayed_client_info: the relaying node's client facts round-trip to the owner's Tomcat") {
+  // What node2 sends for a client it served over TLS (public port 443)...
+  const http1::Field extra[] = {{kRelayedField, "node2"}, {kSniField, "app.example"}};
+  UpstreamRequestOptions opts;
+  opts.extra_fields = extra;
+  const ClientInfo original = tls_client("2001:db8::7");
+  auto relayed = forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n", original, {}, opts);
+
+  // ...is read back on the owner's peer listener...
+  std::string error;
+  const auto info = relayed_client_info(relayed->head().fields, peer_link(), error);
+  REQUIRE(info);
+  CHECK(error.empty());
+  CHECK(info->client.ip().toString() == "2001:db8::7");
+  CHECK(info->tls);
+  CHECK(info->public_port == 443);
+  CHECK(info->sni == "app.example");
+  CHECK(info->tls_version.empty());  // the link's TLS is not the client's
+  CHECK(info->peer_node == "node2");
+
+  // ...and the owner's Tomcat gets the same forwarding fields the relaying
+  // node's Tomcat would have got.
+  std::string to_owner, to_self;
+  build_upstream_request(relayed->head(), *info, {}, {}, to_owner);
+  auto a = parse_request(to_owner);
+  auto direct = forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n", original);
+  for (std::string_view f : {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-ssl"})
+    CHECK(values(a->head(), f) == values(direct->head(), f));
+  CHECK(values(a->head(), "x-forwarded-for") == std::vector<std::string>{"2001:db8::7"});
+}
+
+TEST_CASE("relayed_client_info: plain HTTP clients and requests without forwarding fields") {
+  std::string error;
+  auto plain = forward("GET / HTTP/1.1\r\nHost: h\r\n\r\n", plain_client("198.51.100.4"));
+  auto info = relayed_client_info(plain->head().fields, peer_link(), error);
+  REQUIRE(info);
+  CHECK_FALSE(info->tls);
+  CHECK(info->public_port == 8081);
+  CHECK(info->client.ip().toString() == "198.51.100.4");
+  CHECK(info->sni.empty());
+
+  // A peer's own request (its health check): the link's facts stand.
+  auto own = parse_request("GET /_edgepin/health HTTP/1.1\r\nHost: node1\r\n\r\n");
+  info = relayed_client_info(own->head().fields, peer_link(), error);
+  REQUIRE(info);
+  CHECK(info->client == peer_link().client);
+  CHECK(info->tls);
+  CHECK(info->public_port == 9443);
+}
+
+TEST_CASE("relayed_client_info: repeated or malformed fields are refused") {
+  const char* bad[] = {
+      "X-Forwarded-For: 1.2.3.4\r\nX-Forwarded-For: 5.6.7.8\r\n",
+      "X-Forwarded-For: 1.2.3.4, 5.6.7.8\r\n",
+      "X-Forwarded-For: not-an-ip\r\n",
+      "X-Forwarded-Proto: ftp\r\n",
+      "X-Forwarded-Proto: https\r\nx-forwarded-proto: https\r\n",
+      "X-Forwarded-Port: 0\r\n",
+      "X-Forwarded-Port: 65536\r\n",
+      "X-Forwarded-Port: 44a\r\n",
+      "X-Forwarded-Port: \r\n",
+      "X-Edgepin-Sni: bad_name!\r\n",
+  };
+  for (const char* fields : bad) {
+    INFO(fields);
+    auto p = parse_request(std::string("GET / HTTP/1.1\r\nHost: h\r\n") + fields + "\r\n");
+    std::string error;
+    CHECK_FALSE(relayed_client_info(p->head().fields, peer_link(), error));
+    CHECK_FALSE(error.empty());
+  }
+}

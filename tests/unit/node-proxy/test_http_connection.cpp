@@ -13,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <deque>
 #include <fstream>
 #include <functional>
@@ -1275,4 +1276,189 @@ TEST_CASE("upstream misbehaving and clients giving up") {
     CHECK(h.upstream->requests.empty());
     CHECK(h.pool->idle_count() == 0);
   }
+}
+
+// ---------------------------------------------------------------------------
+// L7 affinity in the HTTP layer: cookie issuance, relaying to a peer's pool
+// (plain TCP here; the peer link's TLS is covered by the integration test),
+// the relay marker, the one-hop rule and the fallback to the local Tomcat.
+
+namespace {
+
+struct AffinityHarness {
+  AffinityHarness() : peer(h.base.get()) {
+    for (uint16_t i = 1; i <= 2; ++i) {
+      config::Node n;
+      n.name = "node" + std::to_string(i);
+      n.tag = i;
+      n.address = *IpAddress::parse("127.0.0.1");
+      n.peer_port = i == 2 ? peer.port : 1;
+      cluster.nodes.push_back(n);
+    }
+    cluster.name = "test";
+    codec = std::make_unique<affinity::CookieCodec>(std::vector<uint8_t>(32, 7), cluster.name);
+    state = std::make_unique<PeerState>(cluster.nodes[1]);
+    state->up.store(true);
+    config::UpstreamConfig uc;
+    uc.address = cluster.nodes[1].endpoint(config::NodePort::Peer);
+    peer_pool = std::make_unique<UpstreamPool>(h.base.get(), uc, h.counters.peer_connects, h.counters.peer_reuses);
+    h.ctx.cluster = &cluster;
+    h.ctx.self = &cluster.nodes[0];
+    h.ctx.cookie_codec = codec.get();
+    h.ctx.peers.push_back(WorkerContext::PeerLink{state.get(), peer_pool.get()});
+    auto answer = [](const char* who) {
+      return [who](Upstream::Conn& c, const UpRequest& r) {
+        // Starts a session when the request has none, as Tomcat does.
+        const bool has_session = field_of(r.fields, "Cookie").find("JSESSIONID=") != std::string::npos;
+        c.send(ok(std::string(who) + " " + r.target + " n=" + std::to_string(r.body.size()),
+                  has_session ? "" : "Set-Cookie: JSESSIONID=abc; Path=/\r\n"));
+      };
+    };
+    h.upstream->on_request = answer("local");
+    peer.on_request = answer("peer");
+  }
+  ~AffinityHarness() {
+    h.live.clear();  // connections first: they borrow the context below
+    h.ctx.peers.clear();
+  }
+
+  std::string cookie_of(uint16_t tag) const { return codec->encode(tag, static_cast<uint32_t>(std::time(nullptr))); }
+  uint64_t outcome(affinity::Outcome o) const { return h.counters.affinity[static_cast<size_t>(o)].get(); }
+
+  Harness h;
+  Upstream peer;
+  config::ClusterConfig cluster;
+  std::unique_ptr<affinity::CookieCodec> codec;
+  std::unique_ptr<PeerState> state;
+  std::unique_ptr<UpstreamPool> peer_pool;
+};
+
+}  // namespace
+
+TEST_CASE("affinity: a new session gets our cookie; our own cookie gets none") {
+  AffinityHarness a;
+  Client& c = a.h.connect();
+  a.h.send(c, "GET /login HTTP/1.1\r\nHost: app.example\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  const Response& first = c.reader.responses.back();
+  CHECK(first.body == "local /login n=0");
+  REQUIRE(count_of(first.fields, "Set-Cookie") == 2);
+  std::string ours;
+  for (const auto& [n, v] : first.fields)
+    if (http1::iequals(n, "Set-Cookie") && v.rfind("EDGEPIN_NODE=", 0) == 0) ours = v;
+  REQUIRE_FALSE(ours.empty());
+  CHECK(ours.find("; Secure") != std::string::npos);  // secure auto, client on TLS
+  CHECK(ours.find("; HttpOnly") != std::string::npos);
+  const std::string value = ours.substr(13, ours.find(';') - 13);
+  const auto decoded = a.codec->decode(value, static_cast<uint32_t>(std::time(nullptr)), std::nullopt);
+  REQUIRE(decoded);
+  CHECK(decoded->tag == 1);
+
+  // The same client, with its cookies, starts no new session.
+  a.h.send(c, "GET /next HTTP/1.1\r\nHost: app.example\r\nCookie: JSESSIONID=abc; EDGEPIN_NODE=" + value + "\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK_FALSE(c.reader.responses.back().has("Set-Cookie"));
+  // A new session with our valid cookie: Tomcat's cookie only.
+  a.h.send(c, "GET /relogin HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + value + "\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 3));
+  CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 1);
+  CHECK(a.outcome(affinity::Outcome::NoCookie) == 1);
+  CHECK(a.outcome(affinity::Outcome::Local) == 2);
+  CHECK(a.h.counters.affinity_cookies_issued.get() == 1);
+}
+
+TEST_CASE("affinity: another node's cookie is relayed to its pool with the client's facts and the marker") {
+  AffinityHarness a;
+  Client& c = a.h.connect();
+  const std::string cookie = a.cookie_of(2);
+  a.h.send(c, "POST /cart HTTP/1.1\r\nHost: app.example\r\nX-Edgepin-Relayed: node9\r\nCookie: EDGEPIN_NODE=" +
+                  cookie + "\r\nContent-Length: 5\r\n\r\nhello",
+           "POST");
+  REQUIRE(a.h.wait_responses(c, 1));
+  const Response& r = c.reader.responses.back();
+  CHECK(r.body == "peer /cart n=5");
+  // The owner starts the session and writes its own cookie: the relaying
+  // node adds none.
+  CHECK(count_of(r.fields, "Set-Cookie") == 1);
+  REQUIRE(a.peer.requests.size() == 1);
+  const UpRequest& up = a.peer.requests[0];
+  CHECK(field_of(up.fields, "X-Edgepin-Relayed") == "node1");
+  CHECK(count_of(up.fields, "X-Edgepin-Relayed") == 1);
+  CHECK(field_of(up.fields, "X-Edgepin-Sni") == "app.example");
+  CHECK(field_of(up.fields, "X-Forwarded-For") == "192.0.2.10");
+  CHECK(field_of(up.fields, "X-Forwarded-Proto") == "https");
+  CHECK(field_of(up.fields, "X-Forwarded-Port") == "443");
+  CHECK(a.h.upstream->requests.empty());
+  CHECK(a.outcome(affinity::Outcome::Relay) == 1);
+  CHECK(a.h.counters.peer_connects.get() == 1);
+  CHECK(a.h.counters.upstream_connects.get() == 0);
+
+  // Peer down (health checker): served locally, and the new session moves
+  // the cookie here.
+  a.state->up.store(false);
+  a.h.send(c, "GET /down HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + cookie + "\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK(c.reader.responses.back().body == "local /down n=0");
+  CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 2);
+  CHECK(a.outcome(affinity::Outcome::OwnerDown) == 1);
+}
+
+TEST_CASE("affinity: a request from the peer listener is served locally with the relaying node's client") {
+  AffinityHarness a;
+  ClientInfo link;
+  link.listener = "peer";
+  link.peer = SocketAddress(*IpAddress::parse("127.0.0.12"), 41000);
+  link.client = link.peer;
+  link.public_port = 9443;
+  link.tls = true;
+  link.peer_node = "node2";
+  Client& c = a.h.connect(link);
+  // Owned by node2 (up): still never relayed again.
+  a.h.send(c, "GET /hop HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+                  "\r\nX-Forwarded-For: 198.51.100.8\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 80\r\n"
+                  "X-Edgepin-Relayed: node2\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  CHECK(c.reader.responses.back().body == "local /hop n=0");
+  // No affinity cookie on a relayed request's response.
+  CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 1);
+  REQUIRE(a.h.upstream->requests.size() == 1);
+  const UpRequest& up = a.h.upstream->requests[0];
+  CHECK(field_of(up.fields, "X-Forwarded-For") == "198.51.100.8");
+  CHECK(field_of(up.fields, "X-Forwarded-Proto") == "http");
+  CHECK(field_of(up.fields, "X-Forwarded-Port") == "80");
+  CHECK(field_of(up.fields, "X-Edgepin-Relayed") == "node2");
+  CHECK(a.peer.requests.empty());
+  CHECK(a.outcome(affinity::Outcome::Relayed) == 1);
+
+  // A malformed relayed request is refused, not guessed at.
+  a.h.send(c, "GET /bad HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: nonsense\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK(c.reader.responses.back().status == 400);
+  CHECK(a.h.upstream->requests.size() == 1);
+}
+
+TEST_CASE("affinity: a relay whose peer refuses the connection is served locally") {
+  AffinityHarness a;
+  // Nothing listens on the owner's peer port any more.
+  a.peer_pool.reset();
+  config::UpstreamConfig uc;
+  uc.address = SocketAddress(*IpAddress::parse("127.0.0.1"), 1);
+  a.peer_pool = std::make_unique<UpstreamPool>(a.h.base.get(), uc, a.h.counters.peer_connects, a.h.counters.peer_reuses);
+  a.h.ctx.peers[0].pool = a.peer_pool.get();
+  Client& c = a.h.connect();
+  a.h.send(c, "PUT /x HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+                  "\r\nContent-Length: 3\r\n\r\nabc",
+           "PUT");
+  REQUIRE(a.h.wait_responses(c, 1));
+  CHECK(c.reader.responses.back().status == 200);
+  CHECK(c.reader.responses.back().body == "local /x n=3");
+  CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 2);
+  REQUIRE(a.h.upstream->requests.size() == 1);
+  CHECK(field_of(a.h.upstream->requests[0].fields, "X-Edgepin-Relayed").empty());
+  CHECK(a.outcome(affinity::Outcome::OwnerDown) == 1);
+  CHECK(a.outcome(affinity::Outcome::Relay) == 0);
+  CHECK(a.h.counters.relay_fallbacks.get() == 1);
+  CHECK(a.h.counters.peer_connect_errors.get() == 1);
 }

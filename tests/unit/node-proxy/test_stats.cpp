@@ -13,7 +13,7 @@ TEST_CASE("health: 200 while Tomcat is up and the node is not draining", "[stats
   node.tomcat_up = true;
   LocalResponse up = render_health(node);
   CHECK(up.status == 200);
-  CHECK(up.body == "OK\n");
+  CHECK(up.body == "UP\n");
   CHECK(up.content_type.starts_with("text/plain"));
 
   node.tomcat_up = false;
@@ -26,6 +26,11 @@ TEST_CASE("health: 200 while Tomcat is up and the node is not draining", "[stats
   LocalResponse draining = render_health(node);
   CHECK(draining.status == 503);
   CHECK(draining.body.find("draining") != std::string::npos);
+
+  // Peers keep relaying to a draining node: it still serves its sessions.
+  CHECK(render_health(node, HealthAudience::Peer).status == 200);
+  node.tomcat_up = false;
+  CHECK(render_health(node, HealthAudience::Peer).status == 503);
 }
 
 TEST_CASE("stats: counters are summed over workers and rendered as JSON and HTML", "[stats]") {
@@ -77,4 +82,61 @@ TEST_CASE("stats: counters are summed over workers and rendered as JSON and HTML
   CHECK(html.body.find("node&lt;1&gt;") != std::string::npos);
   CHECK(html.body.find("node<1>") == std::string::npos);
   CHECK(html.body.find("<th>resumed handshakes</th><td>5</td>") != std::string::npos);
+}
+
+TEST_CASE("stats: affinity outcomes, the peer link and each peer's health", "[stats]") {
+  edgepin::config::Node n2, n3;
+  n2.name = "node2";
+  n2.tag = 2;
+  n2.address = *edgepin::IpAddress::parse("127.0.0.12");
+  n2.peer_port = 9443;
+  n3 = n2;
+  n3.name = "node3";
+  n3.tag = 3;
+  n3.address = *edgepin::IpAddress::parse("127.0.0.13");
+  NodeState node;
+  node.peers.push_back(std::make_unique<PeerState>(n2));
+  node.peers.push_back(std::make_unique<PeerState>(n3));
+  node.peers[0]->up = true;
+
+  NodeCounters a, b;
+  a.affinity[static_cast<size_t>(affinity::Outcome::Relay)].add(4);
+  b.affinity[static_cast<size_t>(affinity::Outcome::Relay)].add(1);
+  b.affinity[static_cast<size_t>(affinity::Outcome::Relayed)].add(2);
+  a.affinity[static_cast<size_t>(affinity::Outcome::BadMac)].add(3);
+  a.affinity_cookies_issued.add(6);
+  b.relay_fallbacks.add(1);
+  a.peer_connections_accepted.add(2);
+  b.peer_connections_refused.add(7);
+
+  StatsSource src;
+  src.node_name = "node1";
+  src.node = &node;
+  src.workers = {&a, &b};
+  src.affinity_mode = edgepin::config::AffinityMode::Cookie;
+  const StatsSnapshot s = collect_stats(src);
+  const auto j = nlohmann::json::parse(render_stats(s, true).body);
+  CHECK(j["affinity"]["mode"] == "cookie");
+  const auto& o = j["affinity"]["outcomes"];
+  CHECK(o.size() == affinity::kOutcomeCount);
+  CHECK(o["relayed_out"] == 5);
+  CHECK(o["relayed_in"] == 2);
+  CHECK(o["bad_mac"] == 3);
+  CHECK(o["local"] == 0);
+  CHECK(o["no_cookie"] == 0);
+  CHECK(o["owner_down"] == 0);
+  CHECK(o["unknown_owner"] == 0);
+  CHECK(j["affinity"]["cookies_issued"] == 6);
+  CHECK(j["affinity"]["relay_fallbacks"] == 1);
+  CHECK(j["peer_link"]["connections_accepted"] == 2);
+  CHECK(j["peer_link"]["connections_refused"] == 7);
+  REQUIRE(j["peer_link"]["peers"].size() == 2);
+  CHECK(j["peer_link"]["peers"][0]["name"] == "node2");
+  CHECK(j["peer_link"]["peers"][0]["address"] == "127.0.0.12:9443");
+  CHECK(j["peer_link"]["peers"][0]["up"] == true);
+  CHECK(j["peer_link"]["peers"][1]["up"] == false);
+
+  const std::string html = render_stats(s, false).body;
+  CHECK(html.find("<th>relayed_out</th><td>5</td>") != std::string::npos);
+  CHECK(html.find("node3 127.0.0.13:9443</th><td><b class=\"down\">DOWN</b>") != std::string::npos);
 }
