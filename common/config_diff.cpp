@@ -174,15 +174,15 @@ ConfigDiff diffNodeProxy(const NodeConfigSet& from, const NodeConfigSet& to) {
       }
     }
   }
-  // The upstream and peer pools, the health checkers and the affinity
-  // codec are built once per worker at start; a reload leaves them as they
-  // are and says so.
-  changed(d.needs_restart, "upstream address", a.upstream.address, b.upstream.address,
+  // Rebuilt live by a reload (node-proxy/runtime.cpp): new requests use
+  // the new pools, codec and checkers; exchanges in flight finish on the
+  // ones they started with.
+  changed(d.applied, "upstream address", a.upstream.address, b.upstream.address,
           [](const SocketAddress& s) { return s.toString(); });
   if (std::tie(a.upstream.pool_size, a.upstream.connect_timeout, a.upstream.response_timeout,
                a.upstream.idle_timeout) != std::tie(b.upstream.pool_size, b.upstream.connect_timeout,
                                                     b.upstream.response_timeout, b.upstream.idle_timeout))
-    d.needs_restart.push_back("upstream settings");
+    d.applied.push_back("upstream settings");
   if (std::tie(a.headers.forwarded_rfc7239, a.headers.x_forwarded_host, a.headers.x_real_ip) !=
       std::tie(b.headers.forwarded_rfc7239, b.headers.x_forwarded_host, b.headers.x_real_ip))
     d.applied.push_back("header policy");
@@ -193,30 +193,50 @@ ConfigDiff diffNodeProxy(const NodeConfigSet& from, const NodeConfigSet& to) {
   if (std::tie(a.limits.max_header_bytes, a.limits.max_headers, a.limits.max_body_bytes) !=
       std::tie(b.limits.max_header_bytes, b.limits.max_headers, b.limits.max_body_bytes))
     d.applied.push_back("limits");
+  // Counted against one shared limit that every worker reads without a
+  // lock; a live change would race with the accept path.
   changed(d.needs_restart, "limits.max_connections", a.limits.max_connections, b.limits.max_connections, num);
-  {
-    ConfigDiff peers;
-    diffNodes(from.peers, to.peers, "peer", peers);
-    for (auto& p : peers.applied) d.needs_restart.push_back(std::move(p));
-  }
+  diffNodes(from.peers, to.peers, "peer", d);
+  // This node's own entry: its tag is in every session it issued and its
+  // address and ports are listening sockets.
+  if (std::tie(from.self.tag, from.self.address, from.self.tls_port, from.self.http_port, from.self.peer_port) !=
+      std::tie(to.self.tag, to.self.address, to.self.tls_port, to.self.http_port, to.self.peer_port))
+    d.needs_restart.push_back("this node's entry (" + to.self.name + ")");
   if (std::tie(a.health.path, a.health.check_path, a.health.check_interval, a.health.check_timeout, a.health.rise,
                a.health.fall) != std::tie(b.health.path, b.health.check_path, b.health.check_interval,
                                           b.health.check_timeout, b.health.rise, b.health.fall))
-    d.needs_restart.push_back("health");
+    d.applied.push_back("health");
   if (a.stats.metrics_bind != b.stats.metrics_bind) d.needs_restart.push_back("stats.metrics_bind");
+  // The peer link: its TLS (certificate, CA) and whether it exists at all
+  // (a listening socket) need a restart; its pools and checks do not.
+  if (std::tie(a.peer.enabled, a.peer.cert_file, a.peer.key_file) !=
+          std::tie(b.peer.enabled, b.peer.cert_file, b.peer.key_file) ||
+      from.cluster.peer_ca_file != to.cluster.peer_ca_file)
+    d.needs_restart.push_back("peer link tls");
+  if (std::tie(a.peer.pool_size, a.peer.connect_timeout, a.peer.response_timeout, a.peer.idle_timeout) !=
+      std::tie(b.peer.pool_size, b.peer.connect_timeout, b.peer.response_timeout, b.peer.idle_timeout))
+    d.applied.push_back("peer link pool");
+  if (std::tie(a.peer.check_interval, a.peer.check_timeout, a.peer.rise, a.peer.fall) !=
+      std::tie(b.peer.check_interval, b.peer.check_timeout, b.peer.rise, b.peer.fall))
+    d.applied.push_back("peer checks");
   {
     const AffinityConfig& x = from.cluster.affinity;
     const AffinityConfig& y = to.cluster.affinity;
-    if (x.mode != y.mode) {
-      d.needs_restart.push_back("affinity mode");
-    } else if (std::tie(x.cookie_name, x.session_cookie, x.key_file, x.secure, x.http_only, x.same_site, x.path,
-                        x.domain, x.max_age) != std::tie(y.cookie_name, y.session_cookie, y.key_file, y.secure,
-                                                         y.http_only, y.same_site, y.path, y.domain, y.max_age) ||
-               from.cluster_key.bytes().size() != to.cluster_key.bytes().size() ||
-               !std::equal(from.cluster_key.bytes().begin(), from.cluster_key.bytes().end(),
-                           to.cluster_key.bytes().begin())) {
-      d.needs_restart.push_back("affinity settings");
-    }
+    changed(d.applied, "affinity mode", x.mode, y.mode, [](AffinityMode m) {
+      return std::string(m == AffinityMode::Cookie ? "cookie" : m == AffinityMode::JvmRoute ? "jvmroute" : "none");
+    });
+    if (std::tie(x.cookie_name, x.session_cookie, x.secure, x.http_only, x.same_site, x.path, x.domain,
+                 x.max_age) != std::tie(y.cookie_name, y.session_cookie, y.secure, y.http_only, y.same_site, y.path,
+                                        y.domain, y.max_age))
+      d.applied.push_back("affinity cookie settings");
+    // A new key (or cluster name, which the MAC covers) makes every cookie
+    // issued before it unknown: rotating the key is how an operator does
+    // exactly that.
+    if (x.key_file != y.key_file || from.cluster.name != to.cluster.name ||
+        from.cluster_key.bytes().size() != to.cluster_key.bytes().size() ||
+        !std::equal(from.cluster_key.bytes().begin(), from.cluster_key.bytes().end(),
+                    to.cluster_key.bytes().begin()))
+      d.applied.push_back("affinity key (cookies issued before are no longer honoured)");
   }
   changed(d.applied, "shutdown_grace", a.shutdown_grace, b.shutdown_grace, ms);
   diffLog(a.log, b.log, d);
@@ -225,6 +245,25 @@ ConfigDiff diffNodeProxy(const NodeConfigSet& from, const NodeConfigSet& to) {
   for (auto& r : d.needs_restart)
     if (r.find("(restart to apply)") == std::string::npos) r += " (restart to apply)";
   return d;
+}
+
+bool samePeerLink(const Node& from, const Node& to) {
+  return std::tie(from.name, from.tag, from.address, from.peer_port) == std::tie(to.name, to.tag, to.address, to.peer_port);
+}
+
+PeerPlan planPeers(const std::vector<Node>& from, const std::vector<Node>& to) {
+  PeerPlan plan;
+  std::vector<bool> kept(from.size(), false);
+  for (const Node& m : to) {
+    size_t idx = kNewPeer;
+    for (size_t i = 0; i < from.size() && idx == kNewPeer; ++i)
+      if (!kept[i] && samePeerLink(from[i], m)) idx = i;
+    if (idx != kNewPeer) kept[idx] = true;
+    plan.kept_from.push_back(idx);
+  }
+  for (size_t i = 0; i < from.size(); ++i)
+    if (!kept[i]) plan.retired.push_back(i);
+  return plan;
 }
 
 }  // namespace edgepin::config

@@ -26,9 +26,32 @@ ConfigDiff diffLb(const LbConfigSet& from, const LbConfigSet& to);
 
 // Diffs two node-proxy configurations of the same node. A reload applies
 // the TLS settings and certificates, header policy, timeouts, header/body
-// limits, logging and the shutdown grace; the rest needs a restart. Certificates are
-// compared by path only: a renewal usually rewrites the same files, so the
-// node-proxy re-reads every certificate on each reload whatever this says.
+// limits, logging, the shutdown grace, the upstream (address and pool), the
+// peers (added, removed, readdressed), the affinity settings and key, the
+// peer link's pool and check settings and the health checks; what needs
+// new sockets, threads or start-up state (listeners, this node's own entry,
+// the peer link's TLS and on/off, threads, max_connections, ticket and
+// session cache settings, metrics and admin endpoints) needs a restart.
+// Certificates are compared by path only: a renewal usually rewrites the
+// same files, so the node-proxy re-reads every certificate on each reload
+// whatever this says.
 ConfigDiff diffNodeProxy(const NodeConfigSet& from, const NodeConfigSet& to);
+
+// True when a reload may keep the running link to peer `from` for its new
+// entry `to`: same name, tag, address and peer port (what the link and its
+// health check connect to and what routing matches). Weight and the public
+// ports do not matter to the peer link.
+bool samePeerLink(const Node& from, const Node& to);
+
+// How a reload turns the running peer list into the new one: for each
+// entry of `to`, the index in `from` of the peer it keeps (its health state
+// and pooled connections survive), or kNewPeer; and the indexes of `from`
+// that are retired (removed, or changed so that they are a new link).
+inline constexpr size_t kNewPeer = static_cast<size_t>(-1);
+struct PeerPlan {
+  std::vector<size_t> kept_from;  // one per `to` entry
+  std::vector<size_t> retired;    // indexes into `from`, ascending
+};
+PeerPlan planPeers(const std::vector<Node>& from, const std::vector<Node>& to);
 
 }  // namespace edgepin::config

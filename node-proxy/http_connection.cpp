@@ -866,7 +866,9 @@ bool HttpConnection::on_response_head(size_t consumed) {
   // ours: record the owner beside it (affinity.h, cookie mode).
   std::string cookie;
   http1::Field cookie_field;
-  if (ex_.issue_cookie && !ex_.dest.peer &&
+  // The codec is read again here: a reload between the request and its
+  // response may have turned cookie mode off (no codec any more).
+  if (ex_.issue_cookie && !ex_.dest.peer && ctx_.cookie_codec != nullptr &&
       affinity::response_sets_cookie(h.fields, ctx_.cluster->affinity.session_cookie)) {
     cookie = affinity::set_cookie_value(ctx_.cluster->affinity, ctx_.cookie_codec->encode(ctx_.self->tag, unix_now()),
                                         info_.tls);

@@ -187,6 +187,10 @@ class HttpConnection {
   // input and output, the body pre-buffer); bounded by a few watermarks.
   size_t buffered_bytes() const;
   ConnectionInfo describe() const;
+  // The pool the current (or last) exchange uses, null before the first
+  // request is routed. A worker frees a pool a reload retired only when no
+  // connection returns it here (Worker::sweep_retired).
+  const UpstreamPool* destination_pool() const { return ex_.dest.pool; }
 
  private:
   enum class TimerKind : uint8_t { None, Header, Idle, Linger };

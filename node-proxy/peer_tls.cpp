@@ -88,8 +88,16 @@ SslPtr PeerTls::new_client_ssl(std::string_view node) const {
   return ssl;
 }
 
+void PeerTls::set_nodes(const config::ClusterConfig& cluster) {
+  std::vector<std::string> names;
+  for (const config::Node& n : cluster.nodes) names.push_back(n.name);
+  std::lock_guard lock(names_mu_);
+  node_names_ = std::move(names);
+}
+
 std::string PeerTls::node_named_by(X509* cert) const {
   if (!cert) return {};
+  std::lock_guard lock(names_mu_);
   for (const std::string& n : node_names_) {
     if (X509_check_host(cert, n.data(), n.size(), kHostFlags, nullptr) == 1) return n;
   }

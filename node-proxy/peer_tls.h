@@ -18,6 +18,7 @@
 // pooled, and a ticket arriving on an idle pooled connection would look like
 // a stray byte (UpstreamPool closes those).
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -49,6 +50,10 @@ class PeerTls {
   std::string node_of(const SSL* ssl) const;
   // The node of cluster.json `cert` names (CN or DNS SAN), or empty.
   std::string node_named_by(X509* cert) const;
+  // Reload: the nodes of `cluster` are the ones the peer listener accepts
+  // from now on (a node added to cluster.json can relay to us at once, a
+  // removed one is refused). Any thread.
+  void set_nodes(const config::ClusterConfig& cluster);
 
   SSL_CTX* server_context() const { return server_.get(); }
   SSL_CTX* client_context() const { return client_.get(); }
@@ -59,6 +64,7 @@ class PeerTls {
   // chain, the client's leaf certificate must name a node.
   static int verify_client(int preverify_ok, X509_STORE_CTX* store);
 
+  mutable std::mutex names_mu_;  // handshakes read node_names_ on every worker
   std::vector<std::string> node_names_;
   SslCtxPtr server_;
   SslCtxPtr client_;

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <future>
 #include <thread>
+#include <tuple>
 
+#include "common/config_diff.h"
 #include "common/log.h"
 
 namespace edgepin::nodeproxy {
@@ -14,7 +16,7 @@ constexpr std::chrono::milliseconds kDrainPoll{50};
 
 }  // namespace
 
-Runtime::Runtime(const config::NodeConfigSet& config) : config_(config) {
+Runtime::Runtime(const config::NodeConfigSet& config) : config_(config), current_(&config) {
   const config::NodeProxyConfig& np = config.proxy;
   bool any_tls = false;
   for (const config::Listener& l : np.listeners) any_tls = any_tls || l.tls;
@@ -126,14 +128,14 @@ StatsSource Runtime::stats_source() const {
   src.node_name = config_.self.name;
   src.node_tag = config_.self.tag;
   src.cluster_name = config_.cluster.name;
-  src.upstream = config_.proxy.upstream.address.toString();
   src.node = &node_;
   for (const auto& w : workers_) src.workers.push_back(&w->counters());
   {
     std::lock_guard lock(tls_mu_);
     src.tls = tls_.get();
+    src.upstream = current_->proxy.upstream.address.toString();
+    src.affinity_mode = current_->cluster.affinity.mode;
   }
-  src.affinity_mode = config_.cluster.affinity.mode;
   return src;
 }
 
@@ -168,21 +170,115 @@ std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
     retired_tls_.push_back({std::chrono::steady_clock::now() + longest + std::chrono::seconds(1), std::move(tls_)});
     tls_ = std::move(tls);
   }
+  // Everything below only builds objects and hands them over: nothing can
+  // fail any more, so a reload is applied whole or (above) not at all.
+  const config::NodeConfigSet& prev = *current_;
+  auto upstream_tie = [](const config::UpstreamConfig& u) {
+    return std::tie(u.address, u.pool_size, u.connect_timeout, u.response_timeout, u.idle_timeout);
+  };
+  auto peer_pool_tie = [](const config::PeerConfig& p) {
+    return std::tie(p.pool_size, p.connect_timeout, p.response_timeout, p.idle_timeout);
+  };
+  auto peer_check_tie = [](const config::PeerConfig& p) {
+    return std::tie(p.check_interval, p.check_timeout, p.rise, p.fall);
+  };
+  auto health_tie = [](const config::NodeHealthConfig& h) {
+    return std::tie(h.check_path, h.check_interval, h.check_timeout, h.rise, h.fall);
+  };
+  const bool new_upstream_pool = upstream_tie(prev.proxy.upstream) != upstream_tie(np.upstream);
+  const bool new_peer_pools = peer_pool_tie(prev.proxy.peer) != peer_pool_tie(np.peer);
+  const bool tomcat_check_changed =
+      health_tie(prev.proxy.health) != health_tie(np.health) || prev.proxy.upstream.address != np.upstream.address;
+  const bool peer_check_changed =
+      peer_check_tie(prev.proxy.peer) != peer_check_tie(np.peer) || prev.proxy.health.path != np.health.path;
+
+  // The peers. Only a node-proxy started with the peer link has peers (the
+  // link's listener and TLS need a restart).
+  std::vector<config::Node> running_peers;
+  for (const auto& p : node_.peers) running_peers.push_back(*p->node);
+  const std::vector<config::Node> no_peers;
+  const config::PeerPlan plan = config::planPeers(running_peers, peer_tls_ ? next->peers : no_peers);
+  bool peers_changed = plan.kept_from.size() != running_peers.size() || !plan.retired.empty();
+  for (size_t i = 0; i < plan.kept_from.size() && !peers_changed; ++i) peers_changed = plan.kept_from[i] != i;
+
+  // The checker reads every PeerState it checks: it stops before any of
+  // them goes, and a new one starts on the new list.
+  const bool restart_peer_checks = peers_changed || peer_check_changed;
+  if (restart_peer_checks && peer_health_) {
+    peer_health_->stop();
+    peer_health_.reset();
+  }
+  // Our peer listener accepts the certificates of the new node list.
+  if (peer_tls_) peer_tls_->set_nodes(next->cluster);
+  std::vector<std::unique_ptr<PeerState>> removed;
+  std::vector<bool> kept_state;
+  if (peers_changed) {
+    std::vector<std::unique_ptr<PeerState>> list;
+    for (size_t i = 0; i < plan.kept_from.size(); ++i) {
+      const size_t from = plan.kept_from[i];
+      kept_state.push_back(from != config::kNewPeer);
+      list.push_back(from != config::kNewPeer ? std::move(node_.peers[from])
+                                              : std::make_unique<PeerState>(next->peers[i]));
+    }
+    for (size_t i : plan.retired) removed.push_back(std::move(node_.peers[i]));
+    std::lock_guard lock(node_.peers_mu);
+    node_.peers = std::move(list);
+  } else {
+    kept_state.assign(node_.peers.size(), true);
+  }
+
+  // A new MAC for every reload: the key or the cluster name may have
+  // changed, and a new key makes the cookies issued under the old one
+  // unknown (their sessions are then served where they land and get a new
+  // cookie), which is what rotating the key is for.
+  std::unique_ptr<affinity::CookieCodec> codec;
+  if (next->cluster.affinity.mode == config::AffinityMode::Cookie)
+    codec = std::make_unique<affinity::CookieCodec>(next->cluster_key.bytes(), next->cluster.name);
+
   // New connections read the new configuration; established ones keep
   // theirs (kept alive in reloaded_).
   reloaded_.push_back(next);
-  const config::NodeProxyConfig* proxy = &reloaded_.back()->proxy;
+  {
+    std::lock_guard lock(tls_mu_);
+    current_ = reloaded_.back().get();
+  }
+  std::swap(cookie_codec_, codec);
+  shared_.cookie_codec = cookie_codec_.get();
+  reroute_workers(*reloaded_.back(), new_upstream_pool, new_peer_pools);
+  // No worker links the removed peers or reads the old codec any more
+  // (connections read the codec through their worker's context).
+  removed.clear();
+  codec.reset();
+
+  if (restart_peer_checks && peer_tls_ && !node_.peers.empty()) {
+    peer_health_ = std::make_unique<PeerHealthChecker>(np.peer, np.health, *peer_tls_, node_, kept_state);
+    peer_health_->start();
+  }
+  if (tomcat_check_changed) {
+    health_->stop();
+    health_ = std::make_unique<TomcatHealthChecker>(np.health, np.upstream.address, node_, true);
+    health_->start();
+  }
+  return {};
+}
+
+void Runtime::reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool, bool new_peer_pools) {
+  WorkerRouting routing;
+  routing.config = &next;
+  for (const auto& p : node_.peers) routing.peers.push_back(p.get());
+  routing.cookie_codec = cookie_codec_.get();
+  routing.new_upstream_pool = new_upstream_pool;
+  routing.new_peer_pools = new_peer_pools;
   for (auto& w : workers_) {
     std::promise<void> done;
     auto f = done.get_future();
     Worker* raw = w.get();
-    w->loop().post([raw, proxy, &done] {
-      raw->set_proxy_config(proxy);
+    w->loop().post([raw, &routing, &done] {
+      raw->reroute(routing);
       done.set_value();
     });
     f.wait();
   }
-  return {};
 }
 
 void Runtime::stop_accepting() {

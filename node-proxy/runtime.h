@@ -37,10 +37,14 @@ class Runtime {
   // Applies a reloaded configuration (SIGHUP) without closing any
   // connection: a new TLS context from the certificates as they are on disk
   // now (same ticket key ring, so sessions keep resuming) for new
-  // handshakes, and the new header policy, timeouts and limits for new
-  // connections. What config::diffNodeProxy lists as needing a restart is
-  // left as it is. Returns an empty string, or the error (nothing changed
-  // then). Main thread only, after start().
+  // handshakes, the new header policy, timeouts and limits for new
+  // connections, and for new requests the new upstream pool, peer links
+  // (unchanged peers keep their health and pooled connections, removed
+  // ones are retired: see Worker::reroute), affinity settings and cookie
+  // key; health checkers whose settings or targets changed are restarted
+  // with the verdicts they had. What config::diffNodeProxy lists as
+  // needing a restart is left as it is. Returns an empty string, or the
+  // error (nothing changed then). Main thread only, after start().
   std::string reload(std::shared_ptr<const config::NodeConfigSet> next);
   // Graceful stop, step 1: marks the node draining (health answers 503),
   // closes the listeners, closes idle keep-alive connections and lets busy
@@ -71,9 +75,12 @@ class Runtime {
 
  private:
   const config::NodeConfigSet& config_;
+  // The configuration applied last: config_, or reloaded_.back(). Written
+  // by reload() under tls_mu_ (stats_source reads it from any thread).
+  const config::NodeConfigSet* current_ = nullptr;
   NodeState node_;
   ConnectionLimit limit_;
-  std::unique_ptr<TlsContext> tls_;  // replaced by reload() (guarded by tls_mu_ for readers)
+  std::unique_ptr<TlsContext> tls_;  // replaced by reload() (guarded by tls_mu_ for readers, as is current_)
   mutable std::mutex tls_mu_;
   // Contexts replaced by a reload, kept until every handshake that started
   // on them is over (the handshake timeout has passed): until then
@@ -91,7 +98,10 @@ class Runtime {
   // port, and the cookie MAC (cookie mode).
   std::unique_ptr<PeerTls> peer_tls_;
   config::Listener peer_listener_;
-  std::unique_ptr<affinity::CookieCodec> cookie_codec_;
+  std::unique_ptr<affinity::CookieCodec> cookie_codec_;  // replaced by every reload
+  // Hands the routing part of a reload to every worker and waits until
+  // each has taken it.
+  void reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool, bool new_peer_pools);
   std::vector<ListenerSetup> listeners_;
   WorkerShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -270,6 +270,7 @@ StatsSnapshot collect_stats(const StatsSource& src) {
     case config::AffinityMode::None: s.affinity_mode = "none"; break;
   }
   if (src.node) {
+    std::lock_guard lock(src.node->peers_mu);  // a reload may replace the list
     for (const auto& p : src.node->peers)
       s.peers.push_back(PeerHealthSnapshot{p->node->name, p->node->endpoint(config::NodePort::Peer).toString(),
                                            p->up.load(std::memory_order_relaxed)});

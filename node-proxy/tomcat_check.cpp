@@ -37,6 +37,9 @@ struct ProbeTarget {
   std::function<SslPtr()> new_ssl;  // empty: plain TCP
   bool (*healthy)(uint16_t status) = nullptr;
   std::atomic<bool>* verdict = nullptr;
+  // A checker restarted by a reload: the verdict already in place stands
+  // and only rise/fall checks in a row change it (no first-check rule).
+  bool keep_verdict = false;
 };
 
 // One periodic check: connect (and TLS handshake), GET, read the status
@@ -44,6 +47,13 @@ struct ProbeTarget {
 class HealthProbe {
  public:
   HealthProbe(event_base* base, ProbeTarget target) : base_(base), target_(std::move(target)) {
+    if (target_.keep_verdict) {
+      // Counted as if the last rise (or fall) checks had agreed with it.
+      first_ = false;
+      const bool up = target_.verdict->load(std::memory_order_relaxed);
+      successes_ = up ? target_.rise : 0;
+      failures_ = up ? 0 : target_.fall;
+    }
     tick_.reset(evtimer_new(base_, tick_cb, this));
     deadline_.reset(evtimer_new(base_, deadline_cb, this));
     request_ = "GET " + target_.path + " HTTP/1.1\r\nHost: " + target_.address.toString() +
@@ -178,10 +188,10 @@ class HealthProbe {
 };
 
 TomcatHealthChecker::TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream,
-                                         NodeState& node)
+                                         NodeState& node, bool keep_state)
     : loop_("np-health") {
   // Down until the first check says otherwise.
-  node.tomcat_up.store(false, std::memory_order_relaxed);
+  if (!keep_state) node.tomcat_up.store(false, std::memory_order_relaxed);
   ProbeTarget t;
   t.label = "Tomcat at " + upstream.toString();
   t.address = upstream;
@@ -193,6 +203,7 @@ TomcatHealthChecker::TomcatHealthChecker(const config::NodeHealthConfig& setting
   // A 404 or a login redirect still proves Tomcat answers.
   t.healthy = [](uint16_t status) { return status < kFirstServerErrorStatus; };
   t.verdict = &node.tomcat_up;
+  t.keep_verdict = keep_state;
   probe_ = std::make_unique<HealthProbe>(loop_.base(), std::move(t));
 }
 
@@ -213,10 +224,12 @@ void TomcatHealthChecker::stop() { loop_.stop(); }
 namespace edgepin::nodeproxy {
 
 PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health,
-                                     const PeerTls& tls, NodeState& node)
+                                     const PeerTls& tls, NodeState& node, const std::vector<bool>& keep_state)
     : loop_("np-peer-health") {
-  for (const auto& p : node.peers) {
-    p->up.store(false, std::memory_order_relaxed);  // down until checked
+  for (size_t i = 0; i < node.peers.size(); ++i) {
+    const auto& p = node.peers[i];
+    const bool keep = i < keep_state.size() && keep_state[i];
+    if (!keep) p->up.store(false, std::memory_order_relaxed);  // down until checked
     ProbeTarget t;
     const SocketAddress address = p->node->endpoint(config::NodePort::Peer);
     t.label = "peer " + p->node->name + " at " + address.toString();
@@ -233,6 +246,7 @@ PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer, const confi
     // draining; anything else sends its sessions to a live node.
     t.healthy = [](uint16_t status) { return status == 200; };
     t.verdict = &p->up;
+    t.keep_verdict = keep;
     probes_.push_back(std::make_unique<HealthProbe>(loop_.base(), std::move(t)));
   }
 }

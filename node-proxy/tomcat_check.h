@@ -12,6 +12,11 @@
 // Tomcat counts as down, so a node-proxy started before its Tomcat never
 // reports itself healthy.
 //
+// A reload that changes the check settings (or the peers) stops a checker
+// and starts a new one with `keep_state`: the verdict in place stands, as
+// if the last rise (up) or fall (down) checks had agreed with it, so a
+// reload neither marks a live Tomcat or peer down nor a dead one up.
+//
 // PeerHealthChecker does the same for every peer of the cluster, on one
 // thread of its own: a GET of the peer's health path (health.path, which
 // the peer node-proxy answers itself: 200 while its Tomcat is up, draining
@@ -69,8 +74,10 @@ class HealthProbe;
 class TomcatHealthChecker {
  public:
   // Checks `upstream` (host:port of Tomcat) as `settings` says and writes
-  // the verdict to `node.tomcat_up`. `node` must outlive the checker.
-  TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream, NodeState& node);
+  // the verdict to `node.tomcat_up` (reset to down first unless
+  // `keep_state`). `node` must outlive the checker.
+  TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream, NodeState& node,
+                      bool keep_state = false);
   ~TomcatHealthChecker();  // stops the thread
   TomcatHealthChecker(const TomcatHealthChecker&) = delete;
   TomcatHealthChecker& operator=(const TomcatHealthChecker&) = delete;
@@ -86,10 +93,12 @@ class TomcatHealthChecker {
 
 class PeerHealthChecker {
  public:
-  // Checks every entry of `node.peers` over `tls`, as `peer` and `health`
-  // (the path) say. `node` and `tls` must outlive the checker.
+  // Checks every entry of `node.peers` (as it is now) over `tls`, as
+  // `peer` and `health` (the path) say. Entry i starts down unless
+  // keep_state[i] (missing entries: false). `tls` and every PeerState of
+  // the list must outlive the checker (a reload stops it first).
   PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health, const PeerTls& tls,
-                    NodeState& node);
+                    NodeState& node, const std::vector<bool>& keep_state = {});
   ~PeerHealthChecker();  // stops the thread
   PeerHealthChecker(const PeerHealthChecker&) = delete;
   PeerHealthChecker& operator=(const PeerHealthChecker&) = delete;

@@ -134,7 +134,7 @@ BufferEventPtr UpstreamPool::connect_tls(const sockaddr_storage& ss, socklen_t l
 }
 
 void UpstreamPool::release(BufferEventPtr bev) {
-  if (!bev || config_.pool_size == 0) return;
+  if (!bev || config_.pool_size == 0 || retired_) return;
   bufferevent* b = bev.get();
   if (evbuffer_get_length(bufferevent_get_input(b)) != 0 || evbuffer_get_length(bufferevent_get_output(b)) != 0)
     return;  // not between messages: never reuse
@@ -153,6 +153,11 @@ void UpstreamPool::release(BufferEventPtr bev) {
 }
 
 void UpstreamPool::close_idle() { idle_.clear(); }
+
+void UpstreamPool::retire() {
+  retired_ = true;
+  idle_.clear();
+}
 
 void UpstreamPool::drop(Idle* idle) { idle_.erase(idle->self); }
 

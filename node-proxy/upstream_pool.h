@@ -73,6 +73,12 @@ class UpstreamPool {
 
   // Closes every idle connection (worker shutdown, upstream marked down).
   void close_idle();
+  // A reload replaced this pool: closes the idle connections, and from now
+  // on release() closes what the exchanges still in flight give back. The
+  // pool stays usable for those exchanges (take_idle finds nothing, connect
+  // and retries still work) until its owner frees it.
+  void retire();
+  bool retired() const { return retired_; }
 
   size_t idle_count() const { return idle_.size(); }
   const config::UpstreamConfig& config() const { return config_; }
@@ -97,6 +103,7 @@ class UpstreamPool {
   timeval idle_timeout_{};
   timeval connect_timeout_{};
   std::list<Idle> idle_;  // front: most recently released
+  bool retired_ = false;
 };
 
 }  // namespace edgepin::nodeproxy

@@ -4,6 +4,8 @@
 #include <netinet/tcp.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "common/listener.h"
 #include "common/log.h"
 #include "node-proxy/http_connection.h"
@@ -17,6 +19,9 @@ constexpr int kBacklog = 1024;
 // How often a worker paused by max_connections looks whether it may accept
 // again (connections ending on other workers free capacity too).
 constexpr timeval kResumeCheck{0, 50 * 1000};
+// How often a worker looks whether the exchanges still using pools retired
+// by a reload have ended.
+constexpr timeval kSweepInterval{1, 0};
 
 }  // namespace
 
@@ -35,25 +40,81 @@ Worker::Worker(int index, const WorkerShared& shared)
   context_.stats_page = shared_.stats_page;
   context_.cookie_codec = shared_.cookie_codec;
   if (shared_.peer_tls) {
-    // One pool per peer: a relay is an upstream request to the owner's
-    // peer port over mutual TLS, with the peer link's own limits.
-    const config::PeerConfig& pc = cfg.proxy.peer;
-    const PeerTls* tls = shared_.peer_tls;
-    for (const auto& peer : shared_.node->peers) {
-      config::UpstreamConfig uc;
-      uc.address = peer->node->endpoint(config::NodePort::Peer);
-      uc.pool_size = pc.pool_size;
-      uc.connect_timeout = pc.connect_timeout;
-      uc.response_timeout = pc.response_timeout;
-      uc.idle_timeout = pc.idle_timeout;
-      const std::string name = peer->node->name;
-      peer_pools_.push_back(std::make_unique<UpstreamPool>(loop_.base(), uc, counters_.peer_connects,
-                                                           counters_.peer_reuses,
-                                                           [tls, name] { return tls->new_client_ssl(name); }));
-      context_.peers.push_back(WorkerContext::PeerLink{peer.get(), peer_pools_.back().get()});
+    for (const auto& peer : shared_.node->peers)
+      peer_pools_.push_back(PeerPool{peer.get(), make_peer_pool(*peer, cfg.proxy.peer)});
+  }
+  relink_peers();
+  resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
+  sweep_timer_.reset(evtimer_new(loop_.base(), sweep_cb, this));
+}
+
+std::unique_ptr<UpstreamPool> Worker::make_peer_pool(const PeerState& peer, const config::PeerConfig& pc) {
+  // One pool per peer: a relay is an upstream request to the owner's
+  // peer port over mutual TLS, with the peer link's own limits.
+  config::UpstreamConfig uc;
+  uc.address = peer.node->endpoint(config::NodePort::Peer);
+  uc.pool_size = pc.pool_size;
+  uc.connect_timeout = pc.connect_timeout;
+  uc.response_timeout = pc.response_timeout;
+  uc.idle_timeout = pc.idle_timeout;
+  const PeerTls* tls = shared_.peer_tls;
+  const std::string name = peer.node->name;
+  return std::make_unique<UpstreamPool>(loop_.base(), uc, counters_.peer_connects, counters_.peer_reuses,
+                                        [tls, name] { return tls->new_client_ssl(name); });
+}
+
+void Worker::relink_peers() {
+  context_.peers.clear();
+  for (const PeerPool& p : peer_pools_) context_.peers.push_back(WorkerContext::PeerLink{p.state, p.pool.get()});
+}
+
+void Worker::reroute(const WorkerRouting& r) {
+  const config::NodeConfigSet& cfg = *r.config;
+  context_.cluster = &cfg.cluster;
+  context_.self = &cfg.self;
+  context_.config = &cfg.proxy;
+  context_.cookie_codec = r.cookie_codec;
+  if (r.new_upstream_pool) {
+    retire(std::move(upstream_));
+    upstream_ = std::make_unique<UpstreamPool>(loop_.base(), cfg.proxy.upstream, counters_);
+    context_.upstream = upstream_.get();
+  }
+  std::vector<PeerPool> next;
+  if (shared_.peer_tls) {
+    for (const PeerState* state : r.peers) {
+      auto same = std::find_if(peer_pools_.begin(), peer_pools_.end(),
+                               [state](const PeerPool& p) { return p.state == state && p.pool; });
+      if (same != peer_pools_.end() && !r.new_peer_pools) {
+        next.push_back(std::move(*same));
+      } else {
+        next.push_back(PeerPool{state, make_peer_pool(*state, cfg.proxy.peer)});
+      }
     }
   }
-  resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
+  for (PeerPool& old : peer_pools_)
+    if (old.pool) retire(std::move(old.pool));
+  peer_pools_ = std::move(next);
+  relink_peers();
+}
+
+void Worker::retire(std::unique_ptr<UpstreamPool> pool) {
+  if (!pool) return;
+  pool->retire();
+  retired_pools_.push_back(std::move(pool));
+  // Whatever no exchange uses goes now; the rest at the next sweeps.
+  sweep_retired();
+}
+
+void Worker::sweep_cb(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->sweep_retired(); }
+
+void Worker::sweep_retired() {
+  std::erase_if(retired_pools_, [this](const std::unique_ptr<UpstreamPool>& pool) {
+    for (const auto& [raw, connection] : connections_)
+      if (connection->destination_pool() == pool.get()) return false;
+    return true;
+  });
+  if (!retired_pools_.empty() && !evtimer_pending(sweep_timer_.get(), nullptr))
+    evtimer_add(sweep_timer_.get(), &kSweepInterval);
 }
 
 Worker::~Worker() {
@@ -62,6 +123,7 @@ Worker::~Worker() {
   shutdown_now();
   context_.peers.clear();
   peer_pools_.clear();
+  retired_pools_.clear();
   upstream_.reset();
 }
 

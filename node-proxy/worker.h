@@ -42,6 +42,20 @@ struct WorkerShared {
   const affinity::CookieCodec* cookie_codec = nullptr;
 };
 
+// What a reload gives a worker for the requests it routes from then on.
+struct WorkerRouting {
+  // The reloaded configuration (cluster, self, upstream, peer link,
+  // header policy, timeouts, limits); the runtime keeps it alive while any
+  // connection is open.
+  const config::NodeConfigSet* config = nullptr;
+  // NodeState::peers as the reload left it, in order. A PeerState the
+  // worker already links to keeps its pool (and its idle connections).
+  std::vector<const PeerState*> peers;
+  const affinity::CookieCodec* cookie_codec = nullptr;  // null outside cookie mode
+  bool new_upstream_pool = false;  // the upstream address or pool settings changed
+  bool new_peer_pools = false;     // the peer link's pool settings changed
+};
+
 class Worker {
  public:
   // Creates the loop and the upstream pool; binds nothing yet.
@@ -74,10 +88,17 @@ class Worker {
     size_t handshaking = 0;
   };
   Connections describe_connections(size_t limit) const;
-  // Reload (SIGHUP): connections accepted from now on read `config`
-  // (header policy, timeouts, limits); established ones keep the one they
-  // started with, which the caller keeps alive. Loop thread only (post it).
-  void set_proxy_config(const config::NodeProxyConfig* config) { context_.config = config; }
+  // Reload (SIGHUP): connections accepted from now on read the new
+  // configuration (header policy, timeouts, limits; established ones keep
+  // the one they started with, which the runtime keeps alive), and
+  // requests routed from now on use `routing` (the new Tomcat pool, peer
+  // links, cookie codec and cluster settings).
+  // Pools that are no longer linked are retired: their idle connections
+  // close at once, their exchanges in flight finish on them, and they are
+  // freed once no connection points to them (sweep_retired). The caller
+  // keeps every PeerState of the old and the new list alive until this has
+  // run. Loop thread only (post it).
+  void reroute(const WorkerRouting& routing);
 
  private:
   struct Binding {
@@ -87,6 +108,12 @@ class Worker {
   };
   static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
   static void resume_cb(evutil_socket_t, short, void* arg);
+  static void sweep_cb(evutil_socket_t, short, void* arg);
+  std::unique_ptr<UpstreamPool> make_peer_pool(const PeerState& peer, const config::PeerConfig& settings);
+  void relink_peers();
+  void retire(std::unique_ptr<UpstreamPool> pool);
+  // Frees the retired pools that no connection's exchange points to.
+  void sweep_retired();
   void on_accept(const ListenerSetup& listener, evutil_socket_t fd, const sockaddr* addr, int len);
   void on_handshake_done(ClientHandshake* handshake, BufferEventPtr client, ClientInfo info);
   void on_http_closed(HttpConnection* connection);
@@ -99,13 +126,25 @@ class Worker {
   NodeCounters counters_;  // before the pool, which keeps a reference
   EventLoopThread loop_;
   std::unique_ptr<UpstreamPool> upstream_;
-  std::vector<std::unique_ptr<UpstreamPool>> peer_pools_;  // one per NodeState::peers entry
+  // One per peer link, in NodeState::peers order (context_.peers mirrors it).
+  struct PeerPool {
+    const PeerState* state = nullptr;
+    std::unique_ptr<UpstreamPool> pool;
+  };
+  std::vector<PeerPool> peer_pools_;
+  // Pools a reload replaced. An exchange holds a raw pointer to its pool
+  // (Destination::pool), so a retired pool is freed only when no
+  // connection of this worker points to it: one scan of the connections
+  // per second while any is left. This keeps the data path on plain
+  // pointers and puts the whole cost of a reload on the reload.
+  std::vector<std::unique_ptr<UpstreamPool>> retired_pools_;
   WorkerContext context_;
   std::vector<std::unique_ptr<Binding>> bindings_;
   std::unordered_map<ClientHandshake*, std::unique_ptr<ClientHandshake>> handshakes_;
   std::unordered_map<HttpConnection*, std::unique_ptr<HttpConnection>> connections_;
   std::atomic<size_t> connection_count_{0};
   EventPtr resume_timer_;  // re-enables listeners paused by max_connections
+  EventPtr sweep_timer_;   // frees retired pools (sweep_retired)
   bool paused_ = false;
   bool accepting_ = true;
   bool shutting_down_ = false;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -27,17 +28,24 @@ class CookieCodec;
 // One peer node as the data path sees it: its health, written by the peer
 // health checker (node-proxy/tomcat_check.h) and read by every worker when
 // it decides whether to relay (down: the request is served locally).
+// It keeps its own copy of its cluster.json entry: a peer kept across
+// reloads outlives the configuration it was first read from.
 struct PeerState {
-  explicit PeerState(const config::Node& n) : node(&n) {}
-  const config::Node* node;          // its cluster.json entry
-  std::atomic<bool> up{false};       // false until the first check passes
+  explicit PeerState(const config::Node& n) : node(std::make_unique<const config::Node>(n)) {}
+  const std::unique_ptr<const config::Node> node;  // its cluster.json entry
+  std::atomic<bool> up{false};                     // false until the first check passes
 };
 
-// State every worker reads and a few writers change (atomics only; the
-// peers vector itself is fixed before the workers start).
+// State every worker reads and a few writers change. The atomics are read
+// and written anywhere. `peers` is replaced only by a reload (main thread,
+// under peers_mu), after which the workers are given the new links; a
+// reader on another thread (stats) holds peers_mu while it walks the list.
+// Workers never read this list: they route with their own links
+// (WorkerContext::peers), which a reload swaps on their loop.
 struct NodeState {
   std::atomic<bool> tomcat_up{true};   // written by the Tomcat health checker
   std::atomic<bool> draining{false};   // admin socket: set node state drain
+  mutable std::mutex peers_mu;
   std::vector<std::unique_ptr<PeerState>> peers;  // every other node, cluster.json order
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
 };
@@ -57,15 +65,20 @@ struct WorkerContext {
   const config::NodeProxyConfig* config = nullptr;
   NodeState* node = nullptr;
   NodeCounters* counters = nullptr;    // this worker's counters
-  UpstreamPool* upstream = nullptr;    // this worker's keep-alive pool to Tomcat
+  UpstreamPool* upstream = nullptr;    // this worker's keep-alive pool to Tomcat (swapped by a reload)
   // The peer link: this worker's pool to each peer's peer port (empty when
-  // affinity is off). Index i belongs to node->peers[i].
+  // affinity is off), in NodeState::peers order. Swapped by a reload on the
+  // worker's loop; an exchange keeps only its pool pointer (Destination),
+  // and the worker frees a retired pool once no exchange points to it
+  // (Worker::sweep_retired).
   struct PeerLink {
     const PeerState* state = nullptr;
     UpstreamPool* pool = nullptr;
   };
   std::vector<PeerLink> peers;
   // Cookie mode's MAC (shared by all workers: it only reads its key).
+  // Swapped by a reload (null outside cookie mode); the runtime keeps a
+  // replaced one alive while any connection is open.
   const affinity::CookieCodec* cookie_codec = nullptr;
   // Renders the stats page (summed over all workers); `json` selects JSON.
   std::function<LocalResponse(bool json)> stats_page;

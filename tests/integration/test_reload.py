@@ -14,6 +14,12 @@ real processes on loopback.
   the process SIGHUP'd every 2 s: every new handshake after a reload shows
   the new certificate's serial, sessions from before the reloads still
   resume, nothing fails.
+- node-proxy cluster changes (real node-proxies with the peer link, from
+  test_node_proxy_affinity): a node added to cluster.json is relayed to at
+  once after a SIGHUP; a removed node's cookie becomes unknown_owner and is
+  served locally while a request relayed to it before the reload still
+  completes; a new upstream address takes new requests while one in flight
+  to the old backend completes.
 
 Run through ctest (it sets EDGEPIN_LB, EDGEPIN_NODE_PROXY and
 EDGEPIN_TEST_BACKEND).
@@ -33,6 +39,7 @@ import unittest
 
 import edgepin_testlib as t
 import test_lb as lbt
+import test_node_proxy_affinity as aff
 import test_node_proxy_tls as npt
 
 RELOAD_EVERY = 2.0   # seconds between SIGHUPs
@@ -45,10 +52,12 @@ SOURCE_SEED = "7"
 def setUpModule():
     # The node-proxy tests need conf/ with a PKI (made once, in a temp dir).
     npt.setUpModule()
+    aff.setUpModule()
 
 
 def tearDownModule():
     npt.tearDownModule()
+    aff.tearDownModule()
 
 
 def write_json_atomic(path, doc):
@@ -528,6 +537,155 @@ class NodeProxyReload(t.EdgepinTestCase):
         self.assertIn("keeping the running config", err)
         after, _, _ = self.request(conf)
         self.assertEqual(after, before)
+
+
+class NodeProxyClusterReload(t.EdgepinTestCase):
+    """Peers and upstream changed by a SIGHUP: applied to new requests at
+    once, requests in flight finish where they started. The cluster
+    helpers are test_node_proxy_affinity's (borrowed, not inherited, so
+    that its tests do not run twice)."""
+
+    start_cluster = aff.AffinityTest.start_cluster
+    start_node = aff.AffinityTest.start_node
+    wait_peers = aff.AffinityTest.wait_peers
+    connect = aff.AffinityTest.connect
+    request = aff.AffinityTest.request
+    stats = aff.AffinityTest.stats
+    outcomes = aff.AffinityTest.outcomes
+    session_on = aff.AffinityTest.session_on
+
+    BIG = 200 * 1024  # a body larger than the node-proxy's pre-buffer (64 KiB)
+
+    def setUp(self):
+        super().setUp()
+        # The config directory with free ports for all three nodes; nothing
+        # started yet (each test starts what it needs).
+        self.start_cluster(nodes=())
+        self.cluster_path = os.path.join(self.conf, "cluster.json")
+        self.full_cluster = read_json(self.cluster_path)
+
+    def start_backend(self, name, label, port):
+        proc = self.spawn(["/usr/bin/python3", "-c", aff.BACKEND, label, aff.ADDRESS[name], str(port), "0"],
+                          "backend-" + label)
+        proc.wait_for_stdout_line("listening", timeout=aff.TIMEOUT)
+        return proc
+
+    def write_cluster(self, names, upstreams=None):
+        doc = json.loads(json.dumps(self.full_cluster))
+        doc["nodes"] = [n for n in doc["nodes"] if n["name"] in names]
+        for n in doc["nodes"]:
+            if upstreams and n["name"] in upstreams:
+                n["upstream"] = upstreams[n["name"]]
+        write_json_atomic(self.cluster_path, doc)
+
+    def reload(self, name, count=1):
+        """SIGHUPs `name` and returns its reload line."""
+        proc = self.procs[name]
+        proc.signal(signal.SIGHUP)
+        wait_count(proc, "reload ok", count, timeout=aff.TIMEOUT)
+        lines = [l for l in proc.stderr_text().splitlines() if "reload ok" in l]
+        self.assertNotIn("reload failed", proc.stderr_text())
+        return lines[count - 1]
+
+    def start_big_request(self, name, cookies):
+        """A POST whose body is only partly sent (more than the pre-buffer,
+        so the request is routed and on its way upstream). Returns the
+        socket; finish_big_request sends the rest and reads the reply."""
+        sock = self.connect(name)
+        head = ("POST /slow HTTP/1.1\r\nHost: app.example\r\nContent-Length: %d\r\nConnection: close\r\n"
+                "Cookie: %s\r\n\r\n" % (self.BIG, "; ".join("%s=%s" % kv for kv in cookies.items())))
+        sock.sendall(head.encode() + b"x" * (self.BIG // 2))
+        return sock
+
+    def finish_big_request(self, sock):
+        with sock:
+            sock.sendall(b"x" * (self.BIG - self.BIG // 2))
+            reply = aff.read_response(sock.makefile("rb"))
+        self.assertEqual(reply.status, 200, reply.raw[:300])
+        self.assertEqual(reply.json["body_len"], self.BIG)
+        return reply
+
+    def test_h_added_node_is_relayed_to_at_once(self):
+        for name in aff.NODES:
+            self.start_backend(name, name, self.ports[name]["backend"])
+        self.write_cluster(("node1", "node2"))
+        self.start_node("node1")
+        self.start_node("node2")
+        self.wait_peers("node1", {"node2": True})
+        # node3 joins: it starts with the new cluster.json, node1 is SIGHUP'd.
+        self.write_cluster(aff.NODES)
+        self.start_node("node3")
+        line = self.reload("node1")
+        self.assertIn("peer node3 added", line)
+        self.assertNotIn("restart to apply", line)
+        # node2's link was kept: it stays UP through the reload.
+        self.assertTrue({p["name"]: p["up"] for p in self.stats("node1")["peer_link"]["peers"]}["node2"])
+        self.wait_peers("node1", {"node2": True, "node3": True})
+        cookies = self.session_on("node3")
+        self.assertEqual(aff.cookie_tag(cookies[aff.COOKIE]), 3)
+        before = self.outcomes("node1").get("relayed_out", 0)
+        r = self.request("node1", "/after-add", cookies=cookies)
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(r.backend, "node3")
+        self.assertEqual(r.headers.get("x-edgepin-relayed"), "node1")
+        self.assertEqual(self.outcomes("node1")["relayed_out"], before + 1)
+        # The other way: node1's peer listener now accepts node3's
+        # certificate, so node3 sees node1 UP and relays node1's sessions.
+        self.wait_peers("node3", {"node1": True})
+        mine = self.session_on("node1")
+        r = self.request("node3", "/from-new-node", cookies=mine)
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(r.backend, "node1")
+        self.assertEqual(r.headers.get("x-edgepin-relayed"), "node3")
+
+    def test_h_removed_node_is_unknown_and_in_flight_relay_completes(self):
+        for name in aff.NODES:
+            self.start_backend(name, name, self.ports[name]["backend"])
+        self.write_cluster(aff.NODES)
+        for name in aff.NODES:
+            self.start_node(name)
+        self.wait_peers("node1", {"node2": True, "node3": True})
+        cookies = self.session_on("node2")
+        in_flight = self.start_big_request("node1", cookies)
+        self.write_cluster(("node1", "node3"))
+        line = self.reload("node1")
+        self.assertIn("peer node2 removed", line)
+        self.assertNotIn("restart to apply", line)
+        # New requests: node2's cookie names no node of the cluster any more.
+        before = self.outcomes("node1").get("unknown_owner", 0)
+        r = self.request("node1", "/after-remove", cookies=cookies)
+        self.assertEqual(r.status, 200, r.raw)
+        self.assertEqual(r.backend, "node1")
+        self.assertEqual(self.outcomes("node1")["unknown_owner"], before + 1)
+        self.assertEqual(aff.cookie_tag(r.cookies[aff.COOKIE]), 1)
+        # The request relayed before the reload ends on node2, whole.
+        reply = self.finish_big_request(in_flight)
+        self.assertEqual(reply.backend, "node2")
+        self.assertEqual([p["name"] for p in self.stats("node1")["peer_link"]["peers"]], ["node3"])
+
+    def test_h_new_upstream_takes_new_requests_old_one_finishes(self):
+        new_port = t.free_port(aff.ADDRESS["node1"])
+        self.start_backend("node1", "node1", self.ports["node1"]["backend"])
+        self.start_backend("node1", "node1-new", new_port)
+        self.write_cluster(aff.NODES)
+        self.start_node("node1")
+        self.wait_peers("node1", {})
+        self.assertEqual(self.request("node1", "/before").backend, "node1")
+        in_flight = self.start_big_request("node1", {})
+        new_upstream = "%s:%d" % (aff.ADDRESS["node1"], new_port)
+        self.write_cluster(aff.NODES, upstreams={"node1": new_upstream})
+        line = self.reload("node1")
+        self.assertIn("upstream address", line)
+        self.assertIn(new_upstream, line)
+        self.assertNotIn("restart to apply", line)
+        for i in range(3):
+            r = self.request("node1", "/after-%d" % i)
+            self.assertEqual(r.status, 200, r.raw)
+            self.assertEqual(r.backend, "node1-new")
+        self.assertEqual(self.finish_big_request(in_flight).backend, "node1")
+        self.assertEqual(self.stats("node1")["tomcat"]["address"], new_upstream)
+        # The health check follows the new address and kept its verdict.
+        self.assertTrue(self.stats("node1")["tomcat"]["up"])
 
 
 if __name__ == "__main__":

@@ -110,14 +110,96 @@ TEST_CASE("node-proxy diff: applied vs restart-only") {
   b.proxy.upstream.pool_size = 3;
   b.peers.push_back(node("node3", 3));
   b.proxy.shutdown_grace = std::chrono::milliseconds(5000);
+  b.proxy.threads = 4;
   const auto d = config::diffNodeProxy(a, b);
   INFO(d.summary());
   CHECK(has(d.applied, "certificates (1)"));
   CHECK(has(d.applied, "header policy"));
   CHECK(has(d.applied, "timeouts (new connections)"));
   CHECK(has(d.applied, "shutdown_grace 30000 ms -> 5000 ms"));
-  CHECK(has(d.needs_restart, "upstream settings (restart to apply)"));
-  CHECK(has(d.needs_restart, "peer node3 added (restart to apply)"));
-  CHECK(d.applied.size() == 4);
-  CHECK(d.needs_restart.size() == 2);
+  // Upstream pools and peers are rebuilt live since reloads apply them.
+  CHECK(has(d.applied, "upstream settings"));
+  CHECK(has(d.applied, "peer node3 added"));
+  CHECK(has(d.needs_restart, "threads 0 -> 4 (restart to apply)"));
+  CHECK(d.applied.size() == 6);
+  CHECK(d.needs_restart.size() == 1);
+}
+
+TEST_CASE("node-proxy diff: upstream, peers, affinity and checks are applied live") {
+  config::NodeConfigSet a;
+  a.cluster.name = "t";
+  a.self = node("node1", 1);
+  a.peers = {node("node2", 2), node("node3", 3)};
+  a.proxy.upstream.address = SocketAddress(IpAddress::loopbackV4(), 8080);
+  config::NodeConfigSet b = a;
+  b.proxy.upstream.address = SocketAddress(IpAddress::loopbackV4(), 18080);
+  b.peers.erase(b.peers.begin());            // node2 removed
+  b.peers[0].peer_port = 9999;               // node3 readdressed
+  b.cluster.affinity.mode = config::AffinityMode::JvmRoute;
+  b.cluster.affinity.max_age = std::chrono::seconds(60);
+  b.proxy.health.rise = 5;
+  b.proxy.peer.check_interval = std::chrono::milliseconds(500);
+  b.proxy.peer.pool_size = 2;
+  const auto d = config::diffNodeProxy(a, b);
+  INFO(d.summary());
+  CHECK(has(d.applied, "upstream address 127.0.0.1:8080 -> 127.0.0.1:18080"));
+  CHECK(has(d.applied, "peer node2 removed"));
+  CHECK(has(d.applied, "peer node3 ports"));
+  CHECK(has(d.applied, "affinity mode cookie -> jvmroute"));
+  CHECK(has(d.applied, "affinity cookie settings"));
+  CHECK(has(d.applied, "health"));
+  CHECK(has(d.applied, "peer checks"));
+  CHECK(has(d.applied, "peer link pool"));
+  CHECK(d.needs_restart.empty());
+  CHECK(d.summary().find("restart") == std::string::npos);
+}
+
+TEST_CASE("node-proxy diff: key rotation, own entry and peer tls") {
+  config::NodeConfigSet a;
+  a.cluster.name = "t";
+  a.self = node("node1", 1);
+  config::NodeConfigSet b = a;
+  b.cluster.affinity.key_file = "/etc/edgepin/cluster-2.key";
+  b.self.peer_port = 9100;
+  b.proxy.peer.cert_file = "/etc/edgepin/pki/other.pem";
+  b.proxy.limits.max_connections = 7;
+  const auto d = config::diffNodeProxy(a, b);
+  INFO(d.summary());
+  CHECK(has(d.applied, "affinity key (cookies issued before are no longer honoured)"));
+  CHECK(has(d.needs_restart, "this node's entry (node1) (restart to apply)"));
+  CHECK(has(d.needs_restart, "peer link tls (restart to apply)"));
+  CHECK(has(d.needs_restart, "limits.max_connections 10000 -> 7 (restart to apply)"));
+  CHECK(d.applied.size() == 1);
+  CHECK(d.needs_restart.size() == 3);
+}
+
+TEST_CASE("planPeers keeps unchanged links and retires the others") {
+  const std::vector<config::Node> from = {node("node2", 2), node("node3", 3), node("node4", 4)};
+
+  SECTION("same list: everything kept in place") {
+    const auto p = config::planPeers(from, from);
+    CHECK(p.kept_from == std::vector<size_t>{0, 1, 2});
+    CHECK(p.retired.empty());
+  }
+  SECTION("added, removed and reordered") {
+    const std::vector<config::Node> to = {node("node4", 4), node("node5", 5), node("node2", 2)};
+    const auto p = config::planPeers(from, to);
+    CHECK(p.kept_from == std::vector<size_t>{2, config::kNewPeer, 0});
+    CHECK(p.retired == std::vector<size_t>{1});
+  }
+  SECTION("a readdressed or retagged node is a new link; weight and public ports are not") {
+    std::vector<config::Node> to = from;
+    to[0].address = IpAddress::loopbackV6();
+    to[1].tag = 13;
+    to[2].weight = 0;
+    to[2].tls_port = 1;
+    to[2].http_port = 2;
+    const auto p = config::planPeers(from, to);
+    CHECK(p.kept_from == std::vector<size_t>{config::kNewPeer, config::kNewPeer, 2});
+    CHECK(p.retired == std::vector<size_t>{0, 1});
+  }
+  SECTION("empty lists") {
+    CHECK(config::planPeers({}, from).kept_from == std::vector<size_t>(3, config::kNewPeer));
+    CHECK(config::planPeers(from, {}).retired == std::vector<size_t>{0, 1, 2});
+  }
 }
