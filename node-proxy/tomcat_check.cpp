@@ -103,8 +103,13 @@ class HealthProbe {
       SslPtr ssl = target_.new_ssl();
       if (!ssl) return done(CheckOutcome::ConnectFailed, 0);
       // The bufferevent owns the SSL from here on (BEV_OPT_CLOSE_ON_FREE).
+      // No BEV_OPT_DEFER_CALLBACKS: a deferred callback still queued when
+      // the checker's loop stops holds a reference that is never dropped,
+      // so the bufferevent, its SSL and the peer SSL_CTX would never be
+      // freed (LeakSanitizer saw it at exit). libevent keeps a reference
+      // while it runs our callbacks, so done() may free conn_ from them.
       conn_.reset(bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
-                                                 BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+                                                 BEV_OPT_CLOSE_ON_FREE));
       if (conn_) bufferevent_openssl_set_allow_dirty_shutdown(conn_.get(), 1);
     } else {
       conn_.reset(bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE));
