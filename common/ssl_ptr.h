@@ -3,11 +3,13 @@
 // Edgepin lives in one of these so that no error path can leak or double-free
 // a handle (libevent's le-proxy sample shows how easily that happens by hand).
 #include <openssl/bio.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <memory>
+#include <string>
 
 namespace edgepin {
 
@@ -28,5 +30,18 @@ using EvpCipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CDeleter<EVP_CIPHER_CTX_
 using EvpMacCtxPtr = std::unique_ptr<EVP_MAC_CTX, CDeleter<EVP_MAC_CTX_free>>;
 using EvpMacPtr = std::unique_ptr<EVP_MAC, CDeleter<EVP_MAC_free>>;
 using BioPtr = std::unique_ptr<BIO, CDeleter<BIO_free_all>>;
+
+// "reason 1; reason 2" from this thread's OpenSSL error queue, which it
+// empties: the detail of a failed setup call for an error message.
+inline std::string openssl_errors() {
+  std::string out;
+  while (unsigned long e = ERR_get_error()) {
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  return out.empty() ? "unknown OpenSSL error" : out;
+}
 
 }  // namespace edgepin

@@ -13,16 +13,6 @@ namespace {
 // (make-pki.sh writes both; an operator's CA may write only one).
 constexpr unsigned int kHostFlags = X509_CHECK_FLAG_NO_WILDCARDS | X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT;
 
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
 
 [[noreturn]] void fail(const std::string& what) { throw TlsSetupError("peer link: " + what + ": " + openssl_errors()); }
 

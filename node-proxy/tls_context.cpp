@@ -17,17 +17,6 @@ using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, CDeleter<GENERAL_NAMES_fr
 // and one being retired while the timer catches up.
 constexpr size_t kExtraTicketKeys = 2;
 
-// "reason 1; reason 2" from OpenSSL's error queue, which it empties.
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "unknown OpenSSL error" : out;
-}
 
 [[noreturn]] void fail(std::string_view what) {
   throw TlsSetupError(std::string(what) + ": " + openssl_errors());

@@ -259,16 +259,6 @@ std::string hex(std::span<const uint8_t> bytes) {
   return out;
 }
 
-std::string openssl_errors() {
-  std::string out;
-  while (unsigned long e = ERR_get_error()) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  return out.empty() ? "no OpenSSL error" : out;
-}
 
 // Closes an fd exactly once.
 class Fd {
