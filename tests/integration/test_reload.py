@@ -687,6 +687,68 @@ class NodeProxyClusterReload(t.EdgepinTestCase):
         # The health check follows the new address and kept its verdict.
         self.assertTrue(self.stats("node1")["tomcat"]["up"])
 
+    # ------------------------------------------------ SIGTERM and the grace
+
+    def start_with_grace(self, grace_ms):
+        """node1 alone, with `grace_ms` as its shutdown grace period."""
+        np_path = os.path.join(self.conf, "node-proxy.json")
+        doc = read_json(np_path)
+        doc["shutdown_grace_ms"] = grace_ms
+        write_json_atomic(np_path, doc)
+        self.start_backend("node1", "node1", self.ports["node1"]["backend"])
+        self.write_cluster(aff.NODES)
+        proc = self.start_node("node1")
+        self.wait_peers("node1", {})
+        return proc
+
+    def assert_refused(self, name):
+        """New clients are refused once the listeners are closed."""
+        deadline = time.monotonic() + aff.TIMEOUT
+        while True:
+            try:
+                self.connect(name, listener="http").close()
+            except ConnectionRefusedError:
+                return
+            if time.monotonic() > deadline:
+                self.fail("%s still accepts new connections after SIGTERM" % name)
+            time.sleep(0.05)
+
+    def test_i_sigterm_lets_a_request_in_flight_finish_then_exits_0(self):
+        proc = self.start_with_grace(20000)
+        in_flight = self.start_big_request("node1", {})
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        self.assert_refused("node1")
+        self.assertTrue(proc.running(), "exited with a request in flight")
+        # The request finishes normally inside the grace period...
+        self.assertEqual(self.finish_big_request(in_flight).backend, "node1")
+        # ...and the process leaves as soon as its last connection is gone,
+        # long before the 20 s grace ends.
+        proc.popen.wait(timeout=10)
+        self.assertEqual(proc.returncode, 0, proc.describe())
+        self.assertLess(time.monotonic() - started, 10)
+
+    def test_i_request_outliving_the_grace_is_closed_at_its_end(self):
+        grace = 1.5
+        proc = self.start_with_grace(int(grace * 1000))
+        stuck = self.start_big_request("node1", {})  # never finished
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        self.assert_refused("node1")
+        proc.popen.wait(timeout=grace + 10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(proc.returncode, 0, proc.describe())
+        self.assertGreaterEqual(elapsed, grace - 0.1, "closed before the grace period ended")
+        self.assertLess(elapsed, grace + 5)
+        # The stuck client's connection was closed, not left hanging.
+        with stuck:
+            stuck.settimeout(aff.TIMEOUT)
+            try:
+                rest = stuck.recv(65536)
+            except ConnectionResetError:
+                rest = b""
+        self.assertNotIn(b"HTTP/1.1 200", rest)
+
 
 if __name__ == "__main__":
     unittest.main()
