@@ -107,6 +107,18 @@ def proc_start_time(pid):
     return data[data.rindex(")") + 2:].split()[19]
 
 
+def describe_pid(pid):
+    """"PID (comm) cmdline" for a failure message."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        with open("/proc/%d/comm" % pid) as f:
+            comm = f.read().strip()
+    except OSError:
+        return "%d (gone)" % pid
+    return "%d (%s) %s" % (pid, comm, cmd[:200])
+
+
 def descendants(root):
     """{pid: start time} of every living descendant of `root`."""
     children = {}
@@ -130,8 +142,29 @@ def descendants(root):
     return out
 
 
+def is_zombie(pid):
+    """An exited process not yet reaped (by init, once its parent is gone):
+    it holds no memory, socket or port any more."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            data = f.read()
+    except OSError:
+        return False
+    return data[data.rindex(")") + 2:].split()[0] == "Z"
+
+
 def still_running(recorded):
-    return sorted(pid for pid, start in recorded.items() if proc_start_time(pid) == start)
+    return sorted(pid for pid, start in recorded.items()
+                  if proc_start_time(pid) == start and not is_zombie(pid))
+
+
+def wait_all_gone(recorded, timeout=5.0):
+    """The recorded processes still alive after up to `timeout` seconds: a
+    grandchild that got SIGTERM with its group may take a moment to exit."""
+    deadline = time.monotonic() + timeout
+    while still_running(recorded) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return still_running(recorded)
 
 
 def bound_addresses():
@@ -245,7 +278,9 @@ class DemoTest(unittest.TestCase):
         self.assertEqual(rc, 0, "demo.sh exit code after SIGTERM:\n" + text[-4000:])
         self.assertIn("stopped", text)
         # Nothing left behind.
-        self.assertEqual(still_running(demo.recorded), [], "processes of the demo are still running")
+        left = wait_all_gone(demo.recorded)
+        self.assertEqual(left, [], "processes of the demo are still running: " +
+                         "; ".join(describe_pid(pid) for pid in left))
         for address, port in bound_addresses():
             self.assertFalse(listening(address, port), "%s:%d still accepts connections" % (address, port))
         self.assertFalse(os.path.exists(demo.state_dir), demo.state_dir + " is still there")
