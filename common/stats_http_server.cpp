@@ -49,6 +49,22 @@ bool contains_icase(std::string_view haystack, std::string_view needle) {
 
 }  // namespace
 
+std::string html_escape(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
 StatsPage stats_page_for(std::string_view target, std::string_view accept) {
   std::string_view path = target;
   std::string_view query;

@@ -39,6 +39,10 @@ enum class StatsPage : uint8_t { Html, Json, Metrics, NotFound };
 // Accept field's value (empty when absent).
 StatsPage stats_page_for(std::string_view target, std::string_view accept);
 
+// `s` with the five HTML-special characters escaped, for the stats pages
+// (names and addresses come from the config and from clients).
+std::string html_escape(std::string_view s);
+
 class StatsHttpServer {
  public:
   // Each renders one page's body, on the server's thread, per request.

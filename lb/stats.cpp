@@ -4,6 +4,7 @@
 #include <cctype>
 #include <cstdio>
 
+#include "common/stats_http_server.h"
 #include "edgepin/version.h"
 #include "lb/runtime.h"
 
@@ -316,20 +317,6 @@ prometheus::Exposition lb_exposition(const LbStats& s) {
 
 namespace {
 
-std::string html_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 std::string td(std::string_view v, const char* cls = nullptr) {
   return cls ? "<td class=\"" + std::string(cls) + "\">" + html_escape(v) + "</td>"

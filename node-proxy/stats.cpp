@@ -5,27 +5,13 @@
 #include <utility>
 #include <vector>
 
+#include "common/stats_http_server.h"
 #include "edgepin/version.h"
 #include "node-proxy/tls_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
 
-std::string html_escape(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
 
 // "3d 04:05:06"
 std::string format_uptime(int64_t s) {
