@@ -1057,10 +1057,10 @@ TEST_CASE("socket addresses and CIDR ranges", "[config][net_address]") {
     REQUIRE(c);
     return *c;
   };
-  CHECK(cidr("10.0.0.0/8").contains(*IpAddress::parse("10.255.1.2")));
-  CHECK_FALSE(cidr("10.0.0.0/8").contains(*IpAddress::parse("11.0.0.1")));
-  CHECK(cidr("192.168.1.128/25").contains(*IpAddress::parse("192.168.1.200")));
-  CHECK_FALSE(cidr("192.168.1.128/25").contains(*IpAddress::parse("192.168.1.127")));
+  CHECK(cidr("127.0.0.0/8").contains(*IpAddress::parse("127.255.1.2")));
+  CHECK_FALSE(cidr("127.0.0.0/8").contains(*IpAddress::parse("128.0.0.1")));
+  CHECK(cidr("198.51.100.128/25").contains(*IpAddress::parse("198.51.100.200")));
+  CHECK_FALSE(cidr("198.51.100.128/25").contains(*IpAddress::parse("198.51.100.127")));
   // A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d.
   CHECK(cidr("127.0.0.0/8").contains(*IpAddress::parse("::ffff:127.0.0.5")));
   CHECK_FALSE(cidr("127.0.0.0/8").contains(*IpAddress::parse("::1")));
@@ -1068,7 +1068,7 @@ TEST_CASE("socket addresses and CIDR ranges", "[config][net_address]") {
   CHECK(cidr("2001:db8::/32").contains(*IpAddress::parse("2001:db8:ffff::1")));
   CHECK(cidr("::1").toString() == "::1/128");
   CHECK(cidr("203.0.113.7").toString() == "203.0.113.7/32");
-  CHECK_FALSE(Cidr::parse("10.0.0.0/-1"));
+  CHECK_FALSE(Cidr::parse("127.0.0.0/-1"));
   CHECK_FALSE(Cidr::parse("::/129"));
   CHECK_FALSE(Cidr::parse("10.0.0.1/31", &error));
   CHECK(error == "host bits set in CIDR \"10.0.0.1/31\" (did you mean \"10.0.0.0/31\"?)");
