@@ -1,16 +1,16 @@
-#include "lb/admin.h"
+#include "admin.h"
 
-#include "common/admin_socket.h"
+#include "admin_socket.h"
 
 #include <future>
 #include <memory>
 #include <vector>
 
-#include "common/admin_socket.h"
-#include "common/event_loop.h"
-#include "common/log.h"
-#include "lb/runtime.h"
-#include "lb/session.h"
+#include "admin_socket.h"
+#include "event_loop.h"
+#include "log.h"
+#include "runtime.h"
+#include "session.h"
 
 namespace edgepin::lb {
 
@@ -22,8 +22,10 @@ constexpr std::string_view kHelp =
     "show stat [json]                          frontends, servers and the stick table\n"
     "show table [json]                         stick table entries (kind, key, server, expiry)\n"
     "clear table                               remove every stick table entry\n"
-    "set server NAME state ready|drain|maint   ready: new clients; drain: only its bound clients; maint: none\n"
-    "show sessions [json]                      sessions per worker, frontend and server, then each session\n"
+    "set server NAME state ready|drain|maint   ready: new clients; drain: only its bound clients; "
+    "maint: none\n"
+    "show sessions [json]                      sessions per worker, frontend and server, then each "
+    "session\n"
     "quit                                      close this connection";
 
 using admin::error;
@@ -32,7 +34,8 @@ using admin::words_of;
 
 }  // namespace
 
-AdminCommands::AdminCommands(const Runtime& runtime, ProcessInfo process) : runtime_(runtime), process_(process) {}
+AdminCommands::AdminCommands(const Runtime& runtime, ProcessInfo process)
+    : runtime_(runtime), process_(process) {}
 
 std::string AdminCommands::handle(std::string_view line) {
   std::vector<std::string_view> w = words_of(line);
@@ -55,7 +58,8 @@ std::string AdminCommands::handle(std::string_view line) {
     return error("unknown command " + quoted(line) + "; try 'help'");
   }
   if (is({"clear", "table"})) return clear_table();
-  if (w.size() == 5 && w[0] == "set" && w[1] == "server" && w[3] == "state") return set_server(w[2], w[4]);
+  if (w.size() == 5 && w[0] == "set" && w[1] == "server" && w[3] == "state")
+    return set_server(w[2], w[4]);
   if (w[0] == "set" && w.size() >= 2 && w[1] == "server")
     return error("usage: set server NAME state ready|drain|maint");
   return error("unknown command " + quoted(line) + "; try 'help'");
@@ -102,7 +106,9 @@ std::string AdminCommands::show_stat(bool json) const {
 
 std::string AdminCommands::show_table(bool json) const {
   StickTable* table = runtime_.stick_table();
-  if (!table) return json ? std::string("{\"enabled\": false}") : std::string("# table: off (stick_table.size is 0)");
+  if (!table)
+    return json ? std::string("{\"enabled\": false}")
+                : std::string("# table: off (stick_table.size is 0)");
   // One more than shown tells whether the list was cut.
   std::vector<StickTable::Entry> entries = table->snapshot(kShowTableLimit + 1);
   const bool truncated = entries.size() > kShowTableLimit;
@@ -110,36 +116,45 @@ std::string AdminCommands::show_table(bool json) const {
   const StickTable::Stats st = table->stats();
   const auto now = StickTable::Clock::now();
   const auto& servers = runtime_.servers();
-  auto server_name = [&](uint32_t id) { return id < servers.size() ? servers[id]->name : std::to_string(id); };
+  auto server_name = [&](uint32_t id) {
+    return id < servers.size() ? servers[id]->name : std::to_string(id);
+  };
 
   if (json) {
     nlohmann::ordered_json list = nlohmann::ordered_json::array();
     for (const auto& e : entries) {
       if (e.expires <= now) continue;  // expired, not purged yet
-      list.push_back({{"kind", to_string(e.key.kind())},
-                      {"key", e.key.hex()},
-                      {"server", server_name(e.server_id)},
-                      {"expires_in_ms",
-                       std::chrono::duration_cast<std::chrono::milliseconds>(e.expires - now).count()}});
+      list.push_back(
+          {{"kind", to_string(e.key.kind())},
+           {"key", e.key.hex()},
+           {"server", server_name(e.server_id)},
+           {"expires_in_ms",
+            std::chrono::duration_cast<std::chrono::milliseconds>(e.expires - now).count()}});
     }
-    nlohmann::ordered_json j = {{"enabled", true},       {"capacity", table->capacity()}, {"entries", st.entries},
-                        {"learned", st.learned}, {"updated", st.updated},         {"hits", st.hits},
-                        {"misses", st.misses},   {"expired", st.expired},         {"evicted", st.evicted},
-                        {"truncated", truncated}, {"list", list}};
+    nlohmann::ordered_json j = {{"enabled", true},       {"capacity", table->capacity()},
+                                {"entries", st.entries}, {"learned", st.learned},
+                                {"updated", st.updated}, {"hits", st.hits},
+                                {"misses", st.misses},   {"expired", st.expired},
+                                {"evicted", st.evicted}, {"truncated", truncated},
+                                {"list", list}};
     return j.dump(1);
   }
   std::string out = "# table: capacity " + std::to_string(table->capacity()) + ", entries " +
-                    std::to_string(st.entries) + ", learned " + std::to_string(st.learned) + ", updated " +
-                    std::to_string(st.updated) + ", hits " + std::to_string(st.hits) + ", misses " +
-                    std::to_string(st.misses) + ", expired " + std::to_string(st.expired) + ", evicted " +
+                    std::to_string(st.entries) + ", learned " + std::to_string(st.learned) +
+                    ", updated " + std::to_string(st.updated) + ", hits " +
+                    std::to_string(st.hits) + ", misses " + std::to_string(st.misses) +
+                    ", expired " + std::to_string(st.expired) + ", evicted " +
                     std::to_string(st.evicted) + "\n";
   for (const auto& e : entries) {
     if (e.expires <= now) continue;
-    out += std::string("kind=") + to_string(e.key.kind()) + " key=" + e.key.hex() + " server=" +
-           server_name(e.server_id) + " expires_in_ms=" +
-           std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(e.expires - now).count()) + "\n";
+    out += std::string("kind=") + to_string(e.key.kind()) + " key=" + e.key.hex() +
+           " server=" + server_name(e.server_id) + " expires_in_ms=" +
+           std::to_string(
+               std::chrono::duration_cast<std::chrono::milliseconds>(e.expires - now).count()) +
+           "\n";
   }
-  if (truncated) out += "# only the first " + std::to_string(kShowTableLimit) + " entries are shown\n";
+  if (truncated)
+    out += "# only the first " + std::to_string(kShowTableLimit) + " entries are shown\n";
   return out;
 }
 
@@ -169,8 +184,8 @@ std::string AdminCommands::set_server(std::string_view name, std::string_view st
   }
   AdminState from = server->admin.exchange(to, std::memory_order_relaxed);
   if (from != to)
-    log::warning("server " + server->name + " set to " + to_string(to) + " (was " + to_string(from) +
-                 ") by the admin socket");
+    log::warning("server " + server->name + " set to " + to_string(to) + " (was " +
+                 to_string(from) + ") by the admin socket");
   return "server " + server->name + ": state " + to_string(to) + " (was " + to_string(from) + ")";
 }
 
@@ -188,7 +203,8 @@ std::string AdminCommands::show_sessions(bool json) const {
   for (const auto& w : runtime_.workers()) {
     per_worker.emplace_back(w->index(), w->session_count());
     Worker* worker = w.get();
-    futures.push_back(ask(worker->loop(), [worker] { return worker->describe_sessions(kShowSessionsLimit); }));
+    futures.push_back(
+        ask(worker->loop(), [worker] { return worker->describe_sessions(kShowSessionsLimit); }));
   }
   const auto deadline = std::chrono::steady_clock::now() + kWorkerAnswerTimeout;
   for (size_t i = 0; i < futures.size(); ++i) {
@@ -206,15 +222,21 @@ std::string AdminCommands::show_sessions(bool json) const {
   }
   LbStats s = collect_stats(runtime_, process_);
 
-  auto server_name = [](const SessionInfo& i) { return i.server ? i.server->name : std::string("-"); };
-  auto state_name = [](const SessionInfo& i) { return to_string(static_cast<Session::State>(i.state)); };
+  auto server_name = [](const SessionInfo& i) {
+    return i.server ? i.server->name : std::string("-");
+  };
+  auto state_name = [](const SessionInfo& i) {
+    return to_string(static_cast<Session::State>(i.state));
+  };
   if (json) {
     nlohmann::ordered_json j;
     j["current"] = s.current;
     j["workers"] = nlohmann::ordered_json::array();
-    for (const auto& [index, count] : per_worker) j["workers"].push_back({{"worker", index}, {"sessions", count}});
+    for (const auto& [index, count] : per_worker)
+      j["workers"].push_back({{"worker", index}, {"sessions", count}});
     j["frontends"] = nlohmann::ordered_json::array();
-    for (const auto& f : s.frontends) j["frontends"].push_back({{"frontend", f.name}, {"sessions", f.current}});
+    for (const auto& f : s.frontends)
+      j["frontends"].push_back({{"frontend", f.name}, {"sessions", f.current}});
     j["servers"] = nlohmann::ordered_json::array();
     for (const auto& v : s.servers)
       j["servers"].push_back({{"server", v.name}, {"current", v.current}, {"queued", v.queued}});
@@ -225,7 +247,7 @@ std::string AdminCommands::show_sessions(bool json) const {
       for (const SessionInfo& i : l.sessions)
         j["list"].push_back({{"worker", l.index},
                              {"frontend", i.frontend->name},
-                             {"client", i.client.toString()},
+                             {"client", i.client.to_string()},
                              {"state", state_name(i)},
                              {"server", server_name(i)},
                              {"route", i.route == RouteReason::None ? "none" : to_string(i.route)},
@@ -238,20 +260,23 @@ std::string AdminCommands::show_sessions(bool json) const {
   std::string out = "# sessions: " + std::to_string(s.current) + "\n";
   for (const auto& [index, count] : per_worker)
     out += "worker " + std::to_string(index) + ": " + std::to_string(count) + "\n";
-  for (const auto& f : s.frontends) out += "frontend " + f.name + ": " + std::to_string(f.current) + "\n";
+  for (const auto& f : s.frontends)
+    out += "frontend " + f.name + ": " + std::to_string(f.current) + "\n";
   for (const auto& v : s.servers)
-    out += "server " + v.name + ": " + std::to_string(v.current) + " current, " + std::to_string(v.queued) +
-           " queued\n";
+    out += "server " + v.name + ": " + std::to_string(v.current) + " current, " +
+           std::to_string(v.queued) + " queued\n";
   out += "# list\n";
   for (const WorkerList& l : lists) {
     if (!l.answered)
       out += "# worker " + std::to_string(l.index) + " did not answer within " +
              std::to_string(kWorkerAnswerTimeout.count()) + " ms\n";
     for (const SessionInfo& i : l.sessions)
-      out += "worker=" + std::to_string(l.index) + " frontend=" + i.frontend->name + " client=" +
-             i.client.toString() + " state=" + state_name(i) + " server=" + server_name(i) +
+      out += "worker=" + std::to_string(l.index) + " frontend=" + i.frontend->name +
+             " client=" + i.client.to_string() + " state=" + state_name(i) +
+             " server=" + server_name(i) +
              " route=" + (i.route == RouteReason::None ? "none" : to_string(i.route)) +
-             " age_ms=" + std::to_string(i.age.count()) + " bytes_in=" + std::to_string(i.bytes_in) +
+             " age_ms=" + std::to_string(i.age.count()) +
+             " bytes_in=" + std::to_string(i.bytes_in) +
              " bytes_out=" + std::to_string(i.bytes_out) + "\n";
   }
   return out;

@@ -20,7 +20,7 @@
 #include <string>
 #include <string_view>
 
-#include "lb/stats.h"
+#include "stats.h"
 
 namespace edgepin::lb {
 

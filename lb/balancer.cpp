@@ -1,4 +1,4 @@
-#include "lb/balancer.h"
+#include "balancer.h"
 
 #include <algorithm>
 #include <numeric>
@@ -7,10 +7,14 @@ namespace edgepin::lb {
 
 const char* to_string(Algorithm a) {
   switch (a) {
-    case Algorithm::RoundRobin: return "roundrobin";
-    case Algorithm::LeastConn: return "leastconn";
-    case Algorithm::Maglev: return "maglev";
-    case Algorithm::Ring: return "ring";
+    case Algorithm::RoundRobin:
+      return "roundrobin";
+    case Algorithm::LeastConn:
+      return "leastconn";
+    case Algorithm::Maglev:
+      return "maglev";
+    case Algorithm::Ring:
+      return "ring";
   }
   return "?";
 }
@@ -74,7 +78,8 @@ class RoundRobin final : public Balancer {
 // servers share new clients instead of the first one taking them all.
 class LeastConn final : public Balancer {
  public:
-  explicit LeastConn(std::span<ServerState* const> servers) : servers_(servers.begin(), servers.end()) {}
+  explicit LeastConn(std::span<ServerState* const> servers)
+      : servers_(servers.begin(), servers.end()) {}
   ServerState* pick(uint64_t, const ServerState* exclude) override {
     if (servers_.empty()) return nullptr;
     uint64_t start = cursor_.fetch_add(1, std::memory_order_relaxed);
@@ -176,7 +181,8 @@ MaglevTable::MaglevTable(std::span<ServerState* const> servers) {
   // claims a slot whenever its credit reaches one.
   while (filled < kSize) {
     for (size_t i = 0; i < members.size() && filled < kSize; ++i) {
-      credit[i] += static_cast<double>(members[i]->weight.load(std::memory_order_relaxed)) / max_weight;
+      credit[i] +=
+          static_cast<double>(members[i]->weight.load(std::memory_order_relaxed)) / max_weight;
       while (credit[i] >= 1.0 && filled < kSize) {
         credit[i] -= 1.0;
         uint64_t c;
@@ -198,7 +204,8 @@ ServerState* MaglevTable::lookup(uint64_t key) const {
 
 HashRing::HashRing(std::span<ServerState* const> servers) {
   for (ServerState* s : servers) {
-    uint64_t n = static_cast<uint64_t>(s->weight.load(std::memory_order_relaxed)) * kPointsPerWeight;
+    uint64_t n =
+        static_cast<uint64_t>(s->weight.load(std::memory_order_relaxed)) * kPointsPerWeight;
     for (uint64_t i = 0; i < n; ++i) points_.push_back({hash_string(s->name, i + 1), s});
   }
   std::sort(points_.begin(), points_.end(), [](const Point& a, const Point& b) {
@@ -212,12 +219,17 @@ size_t HashRing::first_at_or_after(uint64_t key) const {
   return it == points_.end() ? 0 : static_cast<size_t>(it - points_.begin());
 }
 
-std::unique_ptr<Balancer> make_balancer(Algorithm algorithm, std::span<ServerState* const> servers) {
+std::unique_ptr<Balancer> make_balancer(Algorithm algorithm,
+                                        std::span<ServerState* const> servers) {
   switch (algorithm) {
-    case Algorithm::RoundRobin: return std::make_unique<RoundRobin>(servers);
-    case Algorithm::LeastConn: return std::make_unique<LeastConn>(servers);
-    case Algorithm::Maglev: return std::make_unique<MaglevBalancer>(servers);
-    case Algorithm::Ring: return std::make_unique<RingBalancer>(servers);
+    case Algorithm::RoundRobin:
+      return std::make_unique<RoundRobin>(servers);
+    case Algorithm::LeastConn:
+      return std::make_unique<LeastConn>(servers);
+    case Algorithm::Maglev:
+      return std::make_unique<MaglevBalancer>(servers);
+    case Algorithm::Ring:
+      return std::make_unique<RingBalancer>(servers);
   }
   return nullptr;
 }

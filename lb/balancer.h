@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "lb/server.h"
+#include "server.h"
 
 namespace edgepin::lb {
 

@@ -1,30 +1,34 @@
-#include "lb/health.h"
+#include "health.h"
 
 #include <openssl/err.h>
 
 #include <chrono>
 #include <random>
 
-#include "common/http1.h"
-#include "common/log.h"
-#include "common/proxy_protocol.h"
-#include "common/tls_hello.h"
+#include "http1.h"
+#include "log.h"
+#include "proxy_protocol.h"
+#include "tls_hello.h"
 
 namespace edgepin::lb {
 
 const char* to_string(CheckType t) {
   switch (t) {
-    case CheckType::Tcp: return "tcp";
-    case CheckType::TlsHello: return "tls-hello";
-    case CheckType::Http: return "http";
+    case CheckType::Tcp:
+      return "tcp";
+    case CheckType::TlsHello:
+      return "tls-hello";
+    case CheckType::Http:
+      return "http";
   }
   return "?";
 }
 
 const char* to_string(CheckOutcome o) {
   switch (o) {
-#define X(name, str) \
-  case CheckOutcome::name: return str;
+#define X(name, str)       \
+  case CheckOutcome::name: \
+    return str;
     EDGEPIN_CHECK_OUTCOMES(X)
 #undef X
   }
@@ -57,7 +61,9 @@ class HealthChecker::Probe {
 
  private:
   static void tick_cb(evutil_socket_t, short, void* arg) { static_cast<Probe*>(arg)->begin(); }
-  static void deadline_cb(evutil_socket_t, short, void* arg) { static_cast<Probe*>(arg)->done(CheckOutcome::Timeout, 0); }
+  static void deadline_cb(evutil_socket_t, short, void* arg) {
+    static_cast<Probe*>(arg)->done(CheckOutcome::Timeout, 0);
+  }
   static void event_cb(bufferevent*, short what, void* arg) {
     auto* p = static_cast<Probe*>(arg);
     if (what & BEV_EVENT_CONNECTED) {
@@ -75,18 +81,19 @@ class HealthChecker::Probe {
     bufferevent_setcb(conn_.get(), read_cb, nullptr, event_cb, this);
     evtimer_add(deadline_.get(), &hc_.settings_.timeout);
     sockaddr_storage ss{};
-    socklen_t len = target_.address.toSockaddr(ss);
-    if (bufferevent_socket_connect(conn_.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0)
+    socklen_t len = target_.address.to_sockaddr(ss);
+    if (bufferevent_socket_connect(conn_.get(), reinterpret_cast<sockaddr*>(&ss),
+                                   static_cast<int>(len)) < 0)
       done(CheckOutcome::ConnectFailed, 0);
   }
 
   void on_connected() {
     connected_ = true;
     if (hc_.settings_.proxy_protocol == ProxyProtocolMode::V2) {
-      auto h = proxy::encodeV2Local();
+      auto h = proxy::encode_v2_local();
       bufferevent_write(conn_.get(), h.bytes.data(), h.bytes.size());
     } else if (hc_.settings_.proxy_protocol == ProxyProtocolMode::V1) {
-      auto h = proxy::encodeV1Unknown();
+      auto h = proxy::encode_v1_unknown();
       bufferevent_write(conn_.get(), h.data(), h.size());
     }
     switch (hc_.settings_.type) {
@@ -97,7 +104,7 @@ class HealthChecker::Probe {
         response_.clear();
         parser_ = std::make_unique<http1::ResponseParser>();
         std::string req = "GET " + hc_.settings_.path +
-                          " HTTP/1.1\r\nHost: " + target_.address.toString() +
+                          " HTTP/1.1\r\nHost: " + target_.address.to_string() +
                           "\r\nUser-Agent: edgepin-lb-check\r\nConnection: close\r\n\r\n";
         bufferevent_write(conn_.get(), req.data(), req.size());
         break;
@@ -173,7 +180,9 @@ class HealthChecker::Probe {
     ssl_.reset();
     flight_.reset();
     parser_.reset();
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - started_).count();
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now() - started_)
+                  .count();
     ServerState& s = *target_.server;
     s.check_outcome.store(static_cast<uint8_t>(outcome), std::memory_order_relaxed);
     s.check_detail.store(detail, std::memory_order_relaxed);
@@ -193,8 +202,8 @@ class HealthChecker::Probe {
         s.healthy.store(false, std::memory_order_relaxed);
         std::string why = to_string(outcome);
         if (detail) why += " " + std::to_string(detail);
-        log::warning("server " + s.name + " is DOWN (" + to_string(st.type) + " check: " + why + ", " +
-                     std::to_string(failures_) + " failures in a row)");
+        log::warning("server " + s.name + " is DOWN (" + to_string(st.type) + " check: " + why +
+                     ", " + std::to_string(failures_) + " failures in a row)");
       }
     }
     evtimer_add(tick_.get(), &st.interval);

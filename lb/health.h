@@ -20,26 +20,26 @@
 #include <string>
 #include <vector>
 
-#include "common/event_loop.h"
-#include "common/net_address.h"
-#include "common/ssl_ptr.h"
-#include "lb/frontend.h"
-#include "lb/server.h"
+#include "event_loop.h"
+#include "frontend.h"
+#include "net_address.h"
+#include "server.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::lb {
 
 enum class CheckType : uint8_t { Tcp, TlsHello, Http };
 const char* to_string(CheckType t);
 
-#define EDGEPIN_CHECK_OUTCOMES(X)                                            \
-  X(None, "none")                       /* not checked yet */               \
-  X(Ok, "ok")                                                               \
-  X(ConnectFailed, "connect_failed")    /* refused, unreachable */          \
-  X(Timeout, "timeout")                 /* no verdict within the timeout */ \
-  X(Closed, "closed")                   /* closed before answering */       \
-  X(BadStatus, "bad_status")            /* http: not 2xx/3xx */             \
-  X(BadResponse, "bad_response")        /* not HTTP / not TLS */            \
-  X(TlsAlert, "tls_alert")              /* the server answered an alert */
+#define EDGEPIN_CHECK_OUTCOMES(X)                                        \
+  X(None, "none") /* not checked yet */                                  \
+  X(Ok, "ok")                                                            \
+  X(ConnectFailed, "connect_failed") /* refused, unreachable */          \
+  X(Timeout, "timeout")              /* no verdict within the timeout */ \
+  X(Closed, "closed")                /* closed before answering */       \
+  X(BadStatus, "bad_status")         /* http: not 2xx/3xx */             \
+  X(BadResponse, "bad_response")     /* not HTTP / not TLS */            \
+  X(TlsAlert, "tls_alert")           /* the server answered an alert */
 
 enum class CheckOutcome : uint8_t {
 #define X(name, str) name,

@@ -1,4 +1,4 @@
-#include "lb/router.h"
+#include "router.h"
 
 #include <netinet/in.h>
 
@@ -8,8 +8,9 @@ namespace edgepin::lb {
 
 const char* to_string(RouteReason r) {
   switch (r) {
-#define X(name, str) \
-  case RouteReason::name: return str;
+#define X(name, str)      \
+  case RouteReason::name: \
+    return str;
     EDGEPIN_ROUTE_REASONS(X)
 #undef X
   }
@@ -18,16 +19,24 @@ const char* to_string(RouteReason r) {
 
 const char* to_string(TagSource s) {
   switch (s) {
-    case TagSource::None: return "-";
-    case TagSource::PskIdentity: return "psk";
-    case TagSource::SessionTicket: return "ticket";
-    case TagSource::SessionId: return "session_id";
+    case TagSource::None:
+      return "-";
+    case TagSource::PskIdentity:
+      return "psk";
+    case TagSource::SessionTicket:
+      return "ticket";
+    case TagSource::SessionId:
+      return "session_id";
   }
   return "?";
 }
 
-Router::Router(std::span<ServerState* const> servers, Balancer& balancer, StickTable* table, Options options)
-    : servers_(servers.begin(), servers.end()), balancer_(balancer), table_(table), options_(options) {
+Router::Router(std::span<ServerState* const> servers, Balancer& balancer, StickTable* table,
+               Options options)
+    : servers_(servers.begin(), servers.end()),
+      balancer_(balancer),
+      table_(table),
+      options_(options) {
   // Servers removed by a reload stay in the list (stick-table entries name
   // them by id) but own no tag and no share of the source hash.
   std::vector<ServerState*> members;
@@ -89,14 +98,14 @@ namespace {
 // that resumes by ticket invents its session ID.
 std::pair<TagSource, std::optional<nodetag::Decoded>> find_tag(const tls::ClientHello& h) {
   for (const auto& psk : h.psk_identities) {
-    if (auto d = nodetag::decodeTicket(psk.identity)) return {TagSource::PskIdentity, d};
+    if (auto d = nodetag::decode_ticket(psk.identity)) return {TagSource::PskIdentity, d};
     // An OpenSSL server with tickets off still issues TLS 1.3 PSKs, whose
     // identity is then the (tagged) session ID.
-    if (auto d = nodetag::decodeSessionId(psk.identity)) return {TagSource::PskIdentity, d};
+    if (auto d = nodetag::decode_session_id(psk.identity)) return {TagSource::PskIdentity, d};
   }
   if (!h.session_ticket.empty())
-    if (auto d = nodetag::decodeTicket(h.session_ticket)) return {TagSource::SessionTicket, d};
-  if (auto d = nodetag::decodeSessionId(h.session_id)) return {TagSource::SessionId, d};
+    if (auto d = nodetag::decode_ticket(h.session_ticket)) return {TagSource::SessionTicket, d};
+  if (auto d = nodetag::decode_session_id(h.session_id)) return {TagSource::SessionId, d};
   return {TagSource::None, std::nullopt};
 }
 

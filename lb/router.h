@@ -22,21 +22,21 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/node_tag.h"
-#include "common/tls_hello.h"
-#include "lb/balancer.h"
-#include "lb/server.h"
-#include "lb/stick_table.h"
+#include "balancer.h"
+#include "node_tag.h"
+#include "server.h"
+#include "stick_table.h"
+#include "tls_hello.h"
 
 namespace edgepin::lb {
 
-#define EDGEPIN_ROUTE_REASONS(X) \
-  X(None, "-")     /* the session ended before it was routed */ \
-  X(Tag, "tag")                  \
-  X(Stick, "stick")              \
-  X(Source, "source")            \
-  X(Balance, "balance")          \
-  X(Redispatch, "redispatch")    \
+#define EDGEPIN_ROUTE_REASONS(X)                            \
+  X(None, "-") /* the session ended before it was routed */ \
+  X(Tag, "tag")                                             \
+  X(Stick, "stick")                                         \
+  X(Source, "source")                                       \
+  X(Balance, "balance")                                     \
+  X(Redispatch, "redispatch")                               \
   X(NoServer, "no_server")
 
 enum class RouteReason : uint8_t {
@@ -76,10 +76,12 @@ class Router {
   };
   // `servers`, `balancer` and `table` (may be null: no stick table) must
   // outlive the router.
-  Router(std::span<ServerState* const> servers, Balancer& balancer, StickTable* table, Options options);
+  Router(std::span<ServerState* const> servers, Balancer& balancer, StickTable* table,
+         Options options);
 
   // `hello` is null when the frontend does not inspect or inspection failed.
-  RouteDecision route(const tls::ClientHello* hello, const sockaddr* client, StickTable::Clock::time_point now);
+  RouteDecision route(const tls::ClientHello* hello, const sockaddr* client,
+                      StickTable::Clock::time_point now);
   // Another server for a client whose connect to `failed` failed for good;
   // nullptr when there is none.
   ServerState* redispatch(const ServerState* failed, const sockaddr* client);
@@ -88,11 +90,14 @@ class Router {
   // From the ClientHello once the server is connected: its session ID if the
   // client cannot speak TLS 1.3 (a 1.3 client's legacy_session_id is random
   // per connection), and its ticket.
-  void learn_client(const tls::ClientHello& hello, const ServerState& server, StickTable::Clock::time_point now);
+  void learn_client(const tls::ClientHello& hello, const ServerState& server,
+                    StickTable::Clock::time_point now);
   // From the server's flight: a TLS <= 1.2 ServerHello's session ID (never a
   // TLS 1.3 echo) and a cleartext NewSessionTicket.
-  void learn_server_hello(const tls::ServerHello& sh, const ServerState& server, StickTable::Clock::time_point now);
-  void learn_ticket(std::span<const uint8_t> ticket, const ServerState& server, StickTable::Clock::time_point now);
+  void learn_server_hello(const tls::ServerHello& sh, const ServerState& server,
+                          StickTable::Clock::time_point now);
+  void learn_ticket(std::span<const uint8_t> ticket, const ServerState& server,
+                    StickTable::Clock::time_point now);
 
   ServerState* by_tag(nodetag::Tag tag) const;
   ServerState* by_id(uint32_t id) const;

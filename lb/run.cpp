@@ -1,19 +1,19 @@
-#include "lb/run.h"
+#include "run.h"
 
 #include <unistd.h>
 
 #include <exception>
 #include <memory>
 
-#include "common/admin_socket.h"
-#include "common/config.h"
-#include "common/config_diff.h"
-#include "common/log.h"
-#include "common/log_setup.h"
-#include "common/signal_loop.h"
-#include "lb/admin.h"
-#include "lb/runtime.h"
-#include "lb/stats_server.h"
+#include "admin.h"
+#include "admin_socket.h"
+#include "config.h"
+#include "config_diff.h"
+#include "log.h"
+#include "log_setup.h"
+#include "runtime.h"
+#include "signal_loop.h"
+#include "stats_server.h"
 
 namespace edgepin::lb {
 
@@ -25,12 +25,12 @@ namespace {
 void reload(Runtime& runtime, config::LbConfigSet& running) {
   config::LbConfigSet next;
   try {
-    next = config::loadLb(running.dir);
+    next = config::load_lb(running.dir);
   } catch (const std::exception& e) {
     log::error(std::string("reload failed: ") + e.what() + "; keeping the running config");
     return;
   }
-  const config::ConfigDiff diff = config::diffLb(running, next);
+  const config::ConfigDiff diff = config::diff_lb(running, next);
   if (std::string err = runtime.reload(next.cluster, next.lb); !err.empty()) {
     log::error("reload failed: " + err + "; keeping the running config");
     return;
@@ -50,7 +50,8 @@ void reload(Runtime& runtime, config::LbConfigSet& running) {
 
 }  // namespace
 
-int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cluster, const config::LbConfig& lb) {
+int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cluster,
+        const config::LbConfig& lb) {
   // Blocks the signals before any thread exists, so every thread inherits
   // the mask and only this one takes them.
   SignalLoop signals;
@@ -76,13 +77,15 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
   process.pid = getpid();
   std::unique_ptr<StatsServer> stats;
   if (lb.stats) {
-    stats = std::make_unique<StatsServer>(StatsServer::Options{.bind = lb.stats->bind},
-                                          [&runtime, process] { return collect_stats(*runtime, process); });
+    stats = std::make_unique<StatsServer>(
+        StatsServer::Options{.bind = lb.stats->bind},
+        [&runtime, process] { return collect_stats(*runtime, process); });
     if (std::string err = stats->start(); !err.empty()) {
       log::error(err);
       return 1;
     }
-    log::info("stats on http://" + lb.stats->bind.toString() + "/stats (JSON: /stats;json, Prometheus: /metrics)");
+    log::info("stats on http://" + lb.stats->bind.to_string() +
+              "/stats (JSON: /stats;json, Prometheus: /metrics)");
   }
   AdminCommands commands(*runtime, process);
   std::unique_ptr<AdminSocket> admin;
@@ -99,11 +102,12 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
     log::info("admin socket on " + lb.admin_socket->path.string());
   }
 
-  const int sig = signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  const int sig =
+      signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
   const auto grace = running.lb.shutdown_grace;
   log::info(std::string("received ") + signal_name(sig) + ", stopping: listeners closed, " +
-            std::to_string(runtime->active_sessions()) + " connections get up to " + std::to_string(grace.count()) +
-            " ms to finish");
+            std::to_string(runtime->active_sessions()) + " connections get up to " +
+            std::to_string(grace.count()) + " ms to finish");
   runtime->stop_accepting();
   const auto end = signals.drain(grace, [&] { return runtime->active_sessions(); });
   if (end == SignalLoop::DrainEnd::GraceOver) log::info("grace period over");

@@ -1,5 +1,5 @@
 #pragma once
-// Runs edgepin-lb in the foreground (common/signal_loop.h):
+// Runs edgepin-lb in the foreground (common/base/signal_loop.h):
 //   SIGHUP           reloads the configuration directory (an invalid one is
 //                    logged and the running one kept);
 //   SIGTERM, SIGINT  stops accepting, gives established connections
@@ -8,11 +8,12 @@
 // Returns the process exit code.
 #include <filesystem>
 
-#include "common/config_cluster.h"
-#include "common/config_lb.h"
+#include "config_cluster.h"
+#include "config_lb.h"
 
 namespace edgepin::lb {
 
-int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cluster, const config::LbConfig& lb);
+int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cluster,
+        const config::LbConfig& lb);
 
 }  // namespace edgepin::lb

@@ -1,33 +1,40 @@
-#include "lb/runtime.h"
+#include "runtime.h"
 
 #include <future>
 #include <stdexcept>
 #include <thread>
 
-#include "common/log.h"
+#include "log.h"
 
 namespace edgepin::lb {
 
 namespace {
 
 timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
 Algorithm algorithm_of(const config::BalanceConfig& b) {
   switch (b.algorithm) {
-    case config::BalanceAlgorithm::RoundRobin: return Algorithm::RoundRobin;
-    case config::BalanceAlgorithm::LeastConn: return Algorithm::LeastConn;
-    case config::BalanceAlgorithm::Hash: break;
+    case config::BalanceAlgorithm::RoundRobin:
+      return Algorithm::RoundRobin;
+    case config::BalanceAlgorithm::LeastConn:
+      return Algorithm::LeastConn;
+    case config::BalanceAlgorithm::Hash:
+      break;
   }
   return b.hash_function == config::HashFunction::Ring ? Algorithm::Ring : Algorithm::Maglev;
 }
 
 CheckType check_type_of(config::HealthCheckType t) {
   switch (t) {
-    case config::HealthCheckType::Tcp: return CheckType::Tcp;
-    case config::HealthCheckType::TlsHello: return CheckType::TlsHello;
-    case config::HealthCheckType::Http: return CheckType::Http;
+    case config::HealthCheckType::Tcp:
+      return CheckType::Tcp;
+    case config::HealthCheckType::TlsHello:
+      return CheckType::TlsHello;
+    case config::HealthCheckType::Http:
+      return CheckType::Http;
   }
   return CheckType::Tcp;
 }
@@ -44,7 +51,8 @@ ProxyProtocolMode proxy_mode_of(config::ProxyProtocol p) {
 bool same_health_inputs(const config::HealthCheckConfig& a, const std::vector<config::Node>& na,
                         const config::HealthCheckConfig& b, const std::vector<config::Node>& nb) {
   auto tie = [](const config::HealthCheckConfig& h) {
-    return std::tie(h.enabled, h.type, h.port, h.path, h.proxy_protocol, h.interval, h.timeout, h.rise, h.fall);
+    return std::tie(h.enabled, h.type, h.port, h.path, h.proxy_protocol, h.interval, h.timeout,
+                    h.rise, h.fall);
   };
   if (tie(a) != tie(b) || na.size() != nb.size()) return false;
   for (size_t i = 0; i < na.size(); ++i) {
@@ -107,10 +115,11 @@ bool Runtime::assign_slots(const config::LbConfig& lb, std::vector<std::string>&
   return true;
 }
 
-std::shared_ptr<Snapshot> Runtime::build(const config::ClusterConfig& cluster, const config::LbConfig& lb,
+std::shared_ptr<Snapshot> Runtime::build(const config::ClusterConfig& cluster,
+                                         const config::LbConfig& lb,
                                          const std::vector<ServerState*>& by_id,
-                                         const std::vector<config::Node>& nodes, const std::vector<uint32_t>& slots,
-                                         StickTable* table) {
+                                         const std::vector<config::Node>& nodes,
+                                         const std::vector<uint32_t>& slots, StickTable* table) {
   auto snap = std::make_shared<Snapshot>();
   snap->by_id = by_id;
   for (const config::Node& n : cluster.nodes) {
@@ -120,7 +129,8 @@ std::shared_ptr<Snapshot> Runtime::build(const config::ClusterConfig& cluster, c
   snap->balancer = make_balancer(algorithm_of(lb.balance), snap->active);
   Router::Options ro;
   ro.source_affinity = lb.source_affinity.enabled;
-  ro.source_hash = lb.balance.hash_function == config::HashFunction::Ring ? Algorithm::Ring : Algorithm::Maglev;
+  ro.source_hash =
+      lb.balance.hash_function == config::HashFunction::Ring ? Algorithm::Ring : Algorithm::Maglev;
   ro.ipv4_prefix = lb.source_affinity.ipv4_prefix;
   ro.ipv6_prefix = lb.source_affinity.ipv6_prefix;
   // The router resolves stick-table entries by server id, so it gets every
@@ -136,8 +146,9 @@ std::shared_ptr<Snapshot> Runtime::build(const config::ClusterConfig& cluster, c
     f.binds = fc.bind;
     f.inspect_buffer = fc.inspect.buffer_bytes;
     f.inspect_timeout = to_timeval(fc.inspect.timeout);
-    f.on_inspect_failure = fc.inspect.on_failure == config::InspectFailure::Reject ? InspectFailurePolicy::Reject
-                                                                                   : InspectFailurePolicy::Balance;
+    f.on_inspect_failure = fc.inspect.on_failure == config::InspectFailure::Reject
+                               ? InspectFailurePolicy::Reject
+                               : InspectFailurePolicy::Balance;
     f.proxy_protocol = proxy_mode_of(fc.proxy_protocol);
     // By server id; a removed server keeps its last address (sessions that
     // use it are already connected).
@@ -224,10 +235,10 @@ std::string Runtime::start() {
   std::string fe;
   for (const auto& f : snapshot()->frontends) {
     fe += (fe.empty() ? "" : ", ") + f.name + (f.inspect_tls ? " (tls)" : " (tcp)") + " on";
-    for (const auto& b : f.binds) fe += " " + b.toString();
+    for (const auto& b : f.binds) fe += " " + b.to_string();
   }
-  log::info("started " + std::to_string(workers_.size()) + " workers, " + std::to_string(servers_.size()) +
-            " servers; frontends: " + fe);
+  log::info("started " + std::to_string(workers_.size()) + " workers, " +
+            std::to_string(servers_.size()) + " servers; frontends: " + fe);
   return {};
 }
 
@@ -236,7 +247,8 @@ std::string Runtime::reload(const config::ClusterConfig& cluster, const config::
   std::vector<std::string> names = frontend_names_;
   std::vector<uint32_t> slots;
   if (!assign_slots(lb, names, slots))
-    return "more than " + std::to_string(kFrontendSlots) + " frontends over the process's life (restart to reset)";
+    return "more than " + std::to_string(kFrontendSlots) +
+           " frontends over the process's life (restart to reset)";
 
   // The server list after the reload: known names keep their object (and
   // so their id, health, counters and stick-table entries); a node whose
@@ -302,7 +314,8 @@ std::string Runtime::reload(const config::ClusterConfig& cluster, const config::
   }
   for (auto& s : servers_) {
     bool kept = false;
-    for (const config::Node& n : cluster.nodes) kept = kept || (n.name == s->name && n.tag == s->tag);
+    for (const config::Node& n : cluster.nodes)
+      kept = kept || (n.name == s->name && n.tag == s->tag);
     if (!kept) s->removed.store(true, std::memory_order_relaxed);
   }
   std::shared_ptr<Snapshot> next = build(cluster, lb, by_id, nodes, slots, stick_table_.get());
@@ -346,7 +359,8 @@ void Runtime::stop_accepting() {
 void Runtime::close_all() {
   if (!started_) return;
   started_ = false;
-  if (size_t left = active_sessions()) log::info("closing " + std::to_string(left) + " remaining connections");
+  if (size_t left = active_sessions())
+    log::info("closing " + std::to_string(left) + " remaining connections");
   // End the rest on their own threads, and wait until each worker has.
   on_workers([](Worker& w) { w.shutdown_now(); });
   if (health_) health_->stop();

@@ -18,15 +18,15 @@
 #include <string>
 #include <vector>
 
-#include "common/config_cluster.h"
-#include "common/config_lb.h"
-#include "lb/balancer.h"
-#include "lb/frontend.h"
-#include "lb/health.h"
-#include "lb/router.h"
-#include "lb/server.h"
-#include "lb/stick_table.h"
-#include "lb/worker.h"
+#include "balancer.h"
+#include "config_cluster.h"
+#include "config_lb.h"
+#include "frontend.h"
+#include "health.h"
+#include "router.h"
+#include "server.h"
+#include "stick_table.h"
+#include "worker.h"
 
 namespace edgepin::lb {
 
@@ -100,16 +100,18 @@ class Runtime {
   // (every known server, by id) with `nodes` (their cluster.json entries,
   // by id; used for addresses) and `slots` (frontend counter slots, in
   // lb.frontends order).
-  static std::shared_ptr<Snapshot> build(const config::ClusterConfig& cluster, const config::LbConfig& lb,
+  static std::shared_ptr<Snapshot> build(const config::ClusterConfig& cluster,
+                                         const config::LbConfig& lb,
                                          const std::vector<ServerState*>& by_id,
-                                         const std::vector<config::Node>& nodes, const std::vector<uint32_t>& slots,
-                                         StickTable* table);
+                                         const std::vector<config::Node>& nodes,
+                                         const std::vector<uint32_t>& slots, StickTable* table);
   // The frontends of `s`, each sharing ownership of the whole snapshot (a
   // session that holds its frontend holds the router and balancer too).
   static FrontendList frontend_list(const std::shared_ptr<const Snapshot>& s);
   // Counter slots for `lb`'s frontends, assigning new ones for new names.
   // Returns false if the slots ran out.
-  bool assign_slots(const config::LbConfig& lb, std::vector<std::string>& names, std::vector<uint32_t>& slots) const;
+  bool assign_slots(const config::LbConfig& lb, std::vector<std::string>& names,
+                    std::vector<uint32_t>& slots) const;
   std::unique_ptr<HealthChecker> make_health(const config::ClusterConfig& cluster,
                                              const config::LbConfig& lb) const;
   // Runs `fn(worker)` on every worker's loop thread and waits for each.
@@ -118,8 +120,8 @@ class Runtime {
   mutable std::mutex mu_;  // guards servers_ and snapshot_ (written by reload)
   std::vector<std::shared_ptr<ServerState>> servers_;  // by id; only grows
   std::shared_ptr<const Snapshot> snapshot_;
-  std::vector<config::Node> nodes_;            // by server id: the last cluster.json entry
-  std::vector<std::string> frontend_names_;    // by counter slot
+  std::vector<config::Node> nodes_;          // by server id: the last cluster.json entry
+  std::vector<std::string> frontend_names_;  // by counter slot
   config::HealthCheckConfig health_config_;  // what health_ was built from
   std::vector<config::Node> health_nodes_;
   std::unique_ptr<StickTable> stick_table_;

@@ -43,8 +43,8 @@ struct ServerState {
   std::atomic<uint64_t> bytes_out{0};          // server -> client, of ended connections
 
   // --- last health check, for stats and logs (written by the checker) ---
-  std::atomic<uint8_t> check_outcome{0};   // a CheckOutcome (lb/health.h)
-  std::atomic<uint16_t> check_detail{0};   // HTTP status or TLS alert code
+  std::atomic<uint8_t> check_outcome{0};  // a CheckOutcome (lb/health.h)
+  std::atomic<uint16_t> check_detail{0};  // HTTP status or TLS alert code
   std::atomic<uint32_t> check_latency_us{0};
 
   ServerState() = default;
@@ -77,9 +77,12 @@ struct ServerState {
 
 constexpr const char* to_string(AdminState s) {
   switch (s) {
-    case AdminState::Ready: return "ready";
-    case AdminState::Drain: return "drain";
-    case AdminState::Maint: return "maint";
+    case AdminState::Ready:
+      return "ready";
+    case AdminState::Drain:
+      return "drain";
+    case AdminState::Maint:
+      return "maint";
   }
   return "?";
 }

@@ -1,4 +1,4 @@
-#include "lb/session.h"
+#include "session.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -8,16 +8,17 @@
 #include <cstring>
 #include <vector>
 
-#include "common/log.h"
-#include "common/proxy_protocol.h"
-#include "lb/worker.h"
+#include "log.h"
+#include "proxy_protocol.h"
+#include "worker.h"
 
 namespace edgepin::lb {
 
 const char* to_string(End e) {
   switch (e) {
 #define X(name, str) \
-  case End::name: return str;
+  case End::name:    \
+    return str;
     EDGEPIN_LB_SESSION_ENDS(X)
 #undef X
   }
@@ -26,11 +27,16 @@ const char* to_string(End e) {
 
 const char* to_string(Session::State s) {
   switch (s) {
-    case Session::State::Inspecting: return "inspecting";
-    case Session::State::Queued: return "queued";
-    case Session::State::Connecting: return "connecting";
-    case Session::State::Relaying: return "relaying";
-    case Session::State::Closed: return "closed";
+    case Session::State::Inspecting:
+      return "inspecting";
+    case Session::State::Queued:
+      return "queued";
+    case Session::State::Connecting:
+      return "connecting";
+    case Session::State::Relaying:
+      return "relaying";
+    case Session::State::Closed:
+      return "closed";
   }
   return "?";
 }
@@ -39,12 +45,18 @@ namespace {
 
 const char* version_name(uint16_t v) {
   switch (v) {
-    case tls::version::kSsl30: return "ssl3";
-    case tls::version::kTls10: return "1.0";
-    case tls::version::kTls11: return "1.1";
-    case tls::version::kTls12: return "1.2";
-    case tls::version::kTls13: return "1.3";
-    default: return "-";
+    case tls::version::kSsl30:
+      return "ssl3";
+    case tls::version::kTls10:
+      return "1.0";
+    case tls::version::kTls11:
+      return "1.1";
+    case tls::version::kTls12:
+      return "1.2";
+    case tls::version::kTls13:
+      return "1.3";
+    default:
+      return "-";
   }
 }
 
@@ -60,7 +72,8 @@ std::string loggable(const std::string& s) {
 // deadline or the kernel's), "refused", else the errno name ("ehostunreach").
 std::string connect_error_token(int error) {
   if (error == ETIMEDOUT) return "timeout";
-  if (error == ECONNREFUSED || error == 0) return "refused";  // an EOF while connecting is a refusal
+  if (error == ECONNREFUSED || error == 0)
+    return "refused";  // an EOF while connecting is a refusal
   const char* name = strerrorname_np(error);
   if (!name) return "errno" + std::to_string(error);
   std::string out(name);
@@ -70,8 +83,8 @@ std::string connect_error_token(int error) {
 
 }  // namespace
 
-Session::Session(Worker& worker, const Frontend& frontend, evutil_socket_t fd, const SocketAddress& client,
-                 const SocketAddress& local)
+Session::Session(Worker& worker, const Frontend& frontend, evutil_socket_t fd,
+                 const SocketAddress& client, const SocketAddress& local)
     : worker_(worker),
       frontend_(frontend),
       client_addr_(client),
@@ -95,7 +108,8 @@ SessionInfo Session::info() const {
   i.server = server_state_;
   i.state = static_cast<uint8_t>(state_);
   i.route = route_.reason;
-  i.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
+  i.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                started_);
   if (relay_) {
     i.bytes_in = relay_->bytes_a_to_b();
     i.bytes_out = relay_->bytes_b_to_a();
@@ -119,7 +133,9 @@ void Session::start() {
   arm_timer(frontend_.inspect_timeout);
 }
 
-void Session::client_read_cb(bufferevent*, void* arg) { static_cast<Session*>(arg)->on_client_bytes(); }
+void Session::client_read_cb(bufferevent*, void* arg) {
+  static_cast<Session*>(arg)->on_client_bytes();
+}
 
 void Session::on_client_bytes() {
   evbuffer* in = bufferevent_get_input(client_.get());
@@ -131,7 +147,9 @@ void Session::on_client_bytes() {
     std::vector<evbuffer_iovec> vec(static_cast<size_t>(n));
     evbuffer_peek(in, static_cast<ev_ssize_t>(len - inspected_), &pos, vec.data(), n);
     for (const auto& v : vec) {
-      if (hello_parser_.feed({static_cast<const uint8_t*>(v.iov_base), v.iov_len}) != ParseStatus::NeedMore) break;
+      if (hello_parser_.feed({static_cast<const uint8_t*>(v.iov_base), v.iov_len}) !=
+          ParseStatus::NeedMore)
+        break;
     }
     inspected_ = len;
   }
@@ -195,8 +213,9 @@ void Session::route_and_connect(const tls::ClientHello* hello) {
   bufferevent_disable(client_.get(), EV_READ);
   bufferevent_setcb(client_.get(), nullptr, nullptr, client_event_cb, this);
   sockaddr_storage ss{};
-  client_addr_.toSockaddr(ss);
-  route_ = frontend_.router->route(hello, reinterpret_cast<sockaddr*>(&ss), std::chrono::steady_clock::now());
+  client_addr_.to_sockaddr(ss);
+  route_ = frontend_.router->route(hello, reinterpret_cast<sockaddr*>(&ss),
+                                   std::chrono::steady_clock::now());
   if (!route_.server) {
     finish(End::NoServer);
     return;
@@ -242,9 +261,10 @@ void Session::open_connection() {
   server_.reset(bufferevent_socket_new(worker_.base(), -1, BEV_OPT_CLOSE_ON_FREE));
   bufferevent_setcb(server_.get(), nullptr, nullptr, server_event_cb, this);
   sockaddr_storage ss{};
-  socklen_t len = frontend_.server_addresses[server_state_->id].toSockaddr(ss);
+  socklen_t len = frontend_.server_addresses[server_state_->id].to_sockaddr(ss);
   arm_timer(frontend_.connect_timeout);
-  if (bufferevent_socket_connect(server_.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0) {
+  if (bufferevent_socket_connect(server_.get(), reinterpret_cast<sockaddr*>(&ss),
+                                 static_cast<int>(len)) < 0) {
     on_connect_failed(EVUTIL_SOCKET_ERROR());
   }
 }
@@ -263,8 +283,8 @@ void Session::on_connect_failed(int error) {
   server_.reset();
   error_ = error;
   ServerState* failed = server_state_;
-  log::debug("frontend " + frontend_.name + ": connect to " + failed->name + " failed: " +
-             std::strerror(error ? error : ECONNREFUSED));
+  log::debug("frontend " + frontend_.name + ": connect to " + failed->name +
+             " failed: " + std::strerror(error ? error : ECONNREFUSED));
   // HAProxy's `retries` and `option redispatch`: retry the same server, but
   // make the last retry (or any retry once the server is known to be down)
   // go to another server.
@@ -277,8 +297,9 @@ void Session::on_connect_failed(int error) {
   bool last = attempts_ == frontend_.retries;
   if (frontend_.redispatch && (last || !failed->usable_for_bound())) {
     sockaddr_storage ss{};
-    client_addr_.toSockaddr(ss);
-    if (ServerState* other = frontend_.router->redispatch(failed, reinterpret_cast<sockaddr*>(&ss))) {
+    client_addr_.to_sockaddr(ss);
+    if (ServerState* other =
+            frontend_.router->redispatch(failed, reinterpret_cast<sockaddr*>(&ss))) {
       next = other;
       route_.reason = RouteReason::Redispatch;
       worker_.counters().redispatches.add();
@@ -294,27 +315,30 @@ void Session::on_connected() {
   server_state_->total_connections.fetch_add(1, std::memory_order_relaxed);
   int one = 1;
   setsockopt(bufferevent_getfd(server_.get()), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (hello_ok_) frontend_.router->learn_client(hello_parser_.hello(), *server_state_, std::chrono::steady_clock::now());
+  if (hello_ok_)
+    frontend_.router->learn_client(hello_parser_.hello(), *server_state_,
+                                   std::chrono::steady_clock::now());
 
   if (frontend_.proxy_protocol != ProxyProtocolMode::None) {
     sockaddr_storage src_ss{}, dst_ss{};
-    socklen_t src_len = client_addr_.toSockaddr(src_ss);
-    socklen_t dst_len = local_addr_.toSockaddr(dst_ss);
-    auto src = proxy::Address::fromSockaddr(reinterpret_cast<sockaddr*>(&src_ss), src_len);
-    auto dst = proxy::Address::fromSockaddr(reinterpret_cast<sockaddr*>(&dst_ss), dst_len);
+    socklen_t src_len = client_addr_.to_sockaddr(src_ss);
+    socklen_t dst_len = local_addr_.to_sockaddr(dst_ss);
+    auto src = proxy::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&src_ss), src_len);
+    auto dst = proxy::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&dst_ss), dst_len);
     proxy::EncodeResult header;
     if (frontend_.proxy_protocol == ProxyProtocolMode::V2) {
       proxy::Tlvs tlvs;
-      if (hello_ok_ && hello_parser_.hello().server_name) tlvs.authority = *hello_parser_.hello().server_name;
-      header = proxy::encodeV2Proxy(*src, *dst, tlvs);
+      if (hello_ok_ && hello_parser_.hello().server_name)
+        tlvs.authority = *hello_parser_.hello().server_name;
+      header = proxy::encode_v2_proxy(*src, *dst, tlvs);
     } else {
-      header = proxy::encodeV1(*src, *dst);
+      header = proxy::encode_v1(*src, *dst);
     }
     if (!header.ok()) {
       // Only possible for mixed families (an IPv4 client on an IPv6 socket
       // is reported v4-mapped, so both sides share a family): say so.
-      log::error("frontend " + frontend_.name + ": cannot encode PROXY header: " +
-                 std::string(proxy::to_string(header.error)));
+      log::error("frontend " + frontend_.name +
+                 ": cannot encode PROXY header: " + std::string(proxy::to_string(header.error)));
       finish(End::ServerError);
       return;
     }
@@ -327,19 +351,28 @@ void Session::on_connected() {
   opts.a_timeout = frontend_.client_timeout;
   opts.b_timeout = frontend_.server_timeout;
   opts.idle_timeout = frontend_.tunnel_timeout;
-  relay_ = std::make_unique<Relay>(std::move(client_), std::move(server_), opts, [this](const Relay::Result& r) {
-    switch (r.end) {
-      case RelayEnd::BothClosed: finish(End::Closed); return;
-      case RelayEnd::AReset: finish(End::ClientError, r.error); return;
-      case RelayEnd::BReset: finish(End::ServerError, r.error); return;
-      case RelayEnd::IdleTimeout:
-        finish(r.timeout == RelayTimeout::A   ? End::ClientTimeout
-               : r.timeout == RelayTimeout::B ? End::ServerTimeout
-                                              : End::TunnelTimeout);
-        return;
-      case RelayEnd::Stopped: finish(End::Shutdown); return;
-    }
-  });
+  relay_ = std::make_unique<Relay>(
+      std::move(client_), std::move(server_), opts, [this](const Relay::Result& r) {
+        switch (r.end) {
+          case RelayEnd::BothClosed:
+            finish(End::Closed);
+            return;
+          case RelayEnd::AReset:
+            finish(End::ClientError, r.error);
+            return;
+          case RelayEnd::BReset:
+            finish(End::ServerError, r.error);
+            return;
+          case RelayEnd::IdleTimeout:
+            finish(r.timeout == RelayTimeout::A   ? End::ClientTimeout
+                   : r.timeout == RelayTimeout::B ? End::ServerTimeout
+                                                  : End::TunnelTimeout);
+            return;
+          case RelayEnd::Stopped:
+            finish(End::Shutdown);
+            return;
+        }
+      });
   if (hello_ok_) {
     flight_ = std::make_unique<tls::ServerFlightParser>();
     relay_->observe_b_to_a([this](std::span<const uint8_t> bytes) { observe_server(bytes); });
@@ -393,22 +426,26 @@ void Session::finish(End why, int error) {
     worker_.release(this);  // destroys this session: nothing may follow
     return;
   }
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_).count();
-  std::string line = "conn client=" + client_addr_.toString() + " frontend=" + frontend_.name +
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  started_)
+                .count();
+  std::string line = "conn client=" + client_addr_.to_string() + " frontend=" + frontend_.name +
                      " server=" + (server_state_ ? server_state_->name : "-") +
                      " route=" + to_string(route_.reason);
   if (route_.tag != nodetag::kInvalidTag)
     line += " tag=" + std::to_string(route_.tag) + " tag_from=" + to_string(route_.tag_source);
   if (route_.bound_unusable) line += " bound_down=1";
   line += std::string(" tls=") + version_name(tls_version_);
-  line += " sni=" + (hello_ok_ && hello_parser_.hello().server_name ? loggable(*hello_parser_.hello().server_name)
-                                                                    : std::string("-"));
+  line += " sni=" + (hello_ok_ && hello_parser_.hello().server_name
+                         ? loggable(*hello_parser_.hello().server_name)
+                         : std::string("-"));
   line += " bytes_in=" + std::to_string(in) + " bytes_out=" + std::to_string(out) +
           " duration_ms=" + std::to_string(ms) + " attempts=" + std::to_string(attempts_) +
           " end=" + to_string(why);
   // Why the last failed connect attempt failed, even when a retry or a
   // redispatch then succeeded.
-  if (attempts_ > 1 || why == End::ConnectFailed) line += " connect_error=" + connect_error_token(error_);
+  if (attempts_ > 1 || why == End::ConnectFailed)
+    line += " connect_error=" + connect_error_token(error_);
   if (!inspect_error_.empty()) line += " inspect=" + inspect_error_;
   if (error) line += std::string(" error=\"") + std::strerror(error) + "\"";
   if (frontend_.access_log) {

@@ -20,12 +20,12 @@
 #include <optional>
 #include <string>
 
-#include "common/event_ptr.h"
-#include "common/net_address.h"
-#include "common/relay.h"
-#include "common/tls_hello.h"
-#include "lb/frontend.h"
-#include "lb/router.h"
+#include "event_ptr.h"
+#include "frontend.h"
+#include "net_address.h"
+#include "relay.h"
+#include "router.h"
+#include "tls_hello.h"
 
 namespace edgepin::lb {
 
@@ -105,8 +105,8 @@ class Session {
   ServerState* server_state_ = nullptr;  // the server being tried or used
   bool holds_slot_ = false;              // counted in server_state_->active
   RouteDecision route_;
-  int attempts_ = 0;    // connects tried
-  int error_ = 0;       // errno of the last failure
+  int attempts_ = 0;  // connects tried
+  int error_ = 0;     // errno of the last failure
 };
 
 // "inspecting", "queued", "connecting", "relaying", "closed".

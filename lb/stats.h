@@ -18,13 +18,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "common/prometheus.h"
-#include "common/tls_hello.h"
-#include "lb/frontend.h"
-#include "lb/health.h"
-#include "lb/router.h"
-#include "lb/server.h"
-#include "lb/stick_table.h"
+#include "frontend.h"
+#include "health.h"
+#include "prometheus.h"
+#include "router.h"
+#include "server.h"
+#include "stick_table.h"
+#include "tls_hello.h"
 
 namespace edgepin::lb {
 
@@ -47,8 +47,8 @@ struct FrontendStats {
   std::string name;
   std::string mode;  // "tls" or "tcp"
   std::vector<std::string> binds;
-  uint64_t current = 0;  // sessions open now
-  uint64_t total = 0;    // sessions accepted
+  uint64_t current = 0;    // sessions open now
+  uint64_t total = 0;      // sessions accepted
   uint64_t bytes_in = 0;   // client -> server, of ended sessions
   uint64_t bytes_out = 0;  // server -> client, of ended sessions
   std::array<uint64_t, kRouteReasonCount> routes{};

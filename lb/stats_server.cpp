@@ -1,4 +1,4 @@
-#include "lb/stats_server.h"
+#include "stats_server.h"
 
 #include <utility>
 

@@ -1,14 +1,14 @@
 #pragma once
 // The lb's stats listener (lb.json "stats"): the HTML page, JSON and
 // Prometheus metrics of lb/stats.*, served by the shared operator HTTP
-// server (common/stats_http_server.h says which path gives what and how
+// server (common/io/stats_http_server.h says which path gives what and how
 // requests are bounded).
 #include <cstdint>
 #include <functional>
 #include <string>
 
-#include "common/stats_http_server.h"
-#include "lb/stats.h"
+#include "stats.h"
+#include "stats_http_server.h"
 
 namespace edgepin::lb {
 
@@ -17,8 +17,8 @@ using edgepin::kMaxStatsClients;
 using edgepin::kMaxStatsRequestFields;
 using edgepin::kMaxStatsRequestHead;
 using edgepin::kStatsConnectionDeadline;
-using edgepin::StatsPage;
 using edgepin::stats_page_for;
+using edgepin::StatsPage;
 
 class StatsServer {
  public:

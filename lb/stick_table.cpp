@@ -1,10 +1,10 @@
-#include "lb/stick_table.h"
+#include "stick_table.h"
 
 #include <openssl/sha.h>
 
 #include <algorithm>
 
-#include "lb/balancer.h"
+#include "balancer.h"
 
 namespace edgepin::lb {
 
@@ -38,7 +38,9 @@ std::string StickKey::hex() const {
   return out;
 }
 
-size_t StickKey::hash() const { return static_cast<size_t>(hash_bytes(bytes(), static_cast<uint64_t>(kind_))); }
+size_t StickKey::hash() const {
+  return static_cast<size_t>(hash_bytes(bytes(), static_cast<uint64_t>(kind_)));
+}
 
 StickTable::StickTable(Options options) : options_(options) {
   size_t n = std::max<size_t>(1, std::min(options_.shards, std::max<size_t>(1, options_.capacity)));

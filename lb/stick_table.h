@@ -45,7 +45,8 @@ class StickKey {
   std::span<const uint8_t> bytes() const { return {bytes_.data(), len_}; }
   std::string hex() const;
   bool operator==(const StickKey& o) const {
-    return kind_ == o.kind_ && len_ == o.len_ && std::equal(bytes_.begin(), bytes_.begin() + len_, o.bytes_.begin());
+    return kind_ == o.kind_ && len_ == o.len_ &&
+           std::equal(bytes_.begin(), bytes_.begin() + len_, o.bytes_.begin());
   }
   size_t hash() const;
 
@@ -73,12 +74,12 @@ class StickTable {
 
   // Counters, one per outcome (read with stats()).
   struct Stats {
-    uint64_t learned = 0;     // new entries
-    uint64_t updated = 0;     // existing key re-learned (maybe another server)
+    uint64_t learned = 0;  // new entries
+    uint64_t updated = 0;  // existing key re-learned (maybe another server)
     uint64_t hits = 0;
     uint64_t misses = 0;
-    uint64_t expired = 0;     // removed because their time ran out
-    uint64_t evicted = 0;     // removed to make room (LRU)
+    uint64_t expired = 0;  // removed because their time ran out
+    uint64_t evicted = 0;  // removed to make room (LRU)
     size_t entries = 0;
   };
 

@@ -1,4 +1,4 @@
-#include "lb/worker.h"
+#include "worker.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -7,9 +7,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "common/listener.h"
-#include "common/log.h"
-#include "lb/session.h"
+#include "listener.h"
+#include "log.h"
+#include "session.h"
 
 namespace edgepin::lb {
 
@@ -52,8 +52,9 @@ std::string Worker::prepare(const FrontendList& frontends) {
       b->frontend = f;
       b->address = addr;
       sockaddr_storage ss{};
-      socklen_t len = addr.toSockaddr(ss);
-      auto r = listen_reuseport(loop_.base(), reinterpret_cast<sockaddr*>(&ss), len, kBacklog, accept_cb, b.get());
+      socklen_t len = addr.to_sockaddr(ss);
+      auto r = listen_reuseport(loop_.base(), reinterpret_cast<sockaddr*>(&ss), len, kBacklog,
+                                accept_cb, b.get());
       if (!r.listener) return "frontend " + f->name + ": " + r.error;
       // Not accepting before commit(): on the loop thread no callback can
       // run between the creation and this.
@@ -101,14 +102,17 @@ void Worker::accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
   b->worker->on_accept(b->frontend, fd, addr, len);
 }
 
-Worker::HeldClient::HeldClient(std::shared_ptr<const Frontend> frontend, evutil_socket_t fd, const sockaddr* addr,
-                               int len)
+Worker::HeldClient::HeldClient(std::shared_ptr<const Frontend> frontend, evutil_socket_t fd,
+                               const sockaddr* addr, int len)
     : frontend_(std::move(frontend)), fd_(fd), len_(std::min(len, static_cast<int>(sizeof addr_))) {
   std::memcpy(&addr_, addr, static_cast<size_t>(len_));
 }
 
 Worker::HeldClient::HeldClient(HeldClient&& other) noexcept
-    : frontend_(std::move(other.frontend_)), fd_(std::exchange(other.fd_, -1)), addr_(other.addr_), len_(other.len_) {}
+    : frontend_(std::move(other.frontend_)),
+      fd_(std::exchange(other.fd_, -1)),
+      addr_(other.addr_),
+      len_(other.len_) {}
 
 Worker::HeldClient::~HeldClient() {
   if (fd_ >= 0) ::close(fd_);
@@ -128,8 +132,8 @@ bool Worker::reserve_slot() {
   return true;
 }
 
-void Worker::on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd, const sockaddr* addr,
-                       int len) {
+void Worker::on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd,
+                       const sockaddr* addr, int len) {
   if (!reserve_slot()) {
     // This worker paused as soon as it took the last slot itself, so a
     // client gets here only when another worker took it first (each worker
@@ -142,21 +146,22 @@ void Worker::on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_s
   start_session(frontend, fd, addr, len);
   // That was the last slot: leave the next clients in the kernel's backlog
   // rather than accepting them (libevent stops its accept loop at once).
-  if (limits_.maxconn && limits_.active.load(std::memory_order_relaxed) >= limits_.maxconn) pause_listeners();
+  if (limits_.maxconn && limits_.active.load(std::memory_order_relaxed) >= limits_.maxconn)
+    pause_listeners();
 }
 
-void Worker::start_session(const std::shared_ptr<const Frontend>& pinned, evutil_socket_t fd, const sockaddr* addr,
-                           int len) {
+void Worker::start_session(const std::shared_ptr<const Frontend>& pinned, evutil_socket_t fd,
+                           const sockaddr* addr, int len) {
   const Frontend& frontend = *pinned;
   FrontendCounters& fc = counters_.of(frontend);
   fc.accepted.add();
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  auto client = SocketAddress::fromSockaddr(addr, static_cast<socklen_t>(len));
+  auto client = SocketAddress::from_sockaddr(addr, static_cast<socklen_t>(len));
   sockaddr_storage local_ss{};
   socklen_t local_len = sizeof local_ss;
   getsockname(fd, reinterpret_cast<sockaddr*>(&local_ss), &local_len);
-  auto local = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&local_ss), local_len);
+  auto local = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&local_ss), local_len);
   if (!client || !local) {
     fc.ends[static_cast<size_t>(End::ClientError)].add();
     limits_.active.fetch_sub(1, std::memory_order_relaxed);
@@ -251,14 +256,17 @@ void Worker::pause_listeners() {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_pause_log_ >= std::chrono::seconds(1)) {
     last_pause_log_ = now;
-    log::warning("maxconn " + std::to_string(limits_.maxconn) + " reached: worker " + std::to_string(index_) +
+    log::warning("maxconn " + std::to_string(limits_.maxconn) + " reached: worker " +
+                 std::to_string(index_) +
                  " stops accepting, new clients wait in the listen backlog (" +
                  std::to_string(counters_.maxconn_pauses.get()) + " pauses on this worker)");
   }
   evtimer_add(resume_timer_.get(), &kResumeCheck);
 }
 
-void Worker::resume_cb(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->try_resume(); }
+void Worker::resume_cb(evutil_socket_t, short, void* arg) {
+  static_cast<Worker*>(arg)->try_resume();
+}
 
 void Worker::try_resume() {
   if (!accepting_ || !paused_) return;

@@ -15,9 +15,9 @@
 #include <utility>
 #include <vector>
 
-#include "common/counter.h"
-#include "common/event_loop.h"
-#include "lb/frontend.h"
+#include "counter.h"
+#include "event_loop.h"
+#include "frontend.h"
 
 namespace edgepin::lb {
 
@@ -123,7 +123,8 @@ class Worker {
   // would have given it. Owns the socket.
   class HeldClient {
    public:
-    HeldClient(std::shared_ptr<const Frontend> frontend, evutil_socket_t fd, const sockaddr* addr, int len);
+    HeldClient(std::shared_ptr<const Frontend> frontend, evutil_socket_t fd, const sockaddr* addr,
+               int len);
     HeldClient(HeldClient&& other) noexcept;
     HeldClient& operator=(HeldClient&&) = delete;
     ~HeldClient();
@@ -141,13 +142,13 @@ class Worker {
 
   static void resume_cb(evutil_socket_t, short, void* arg);
   static void queue_cb(evutil_socket_t, short, void* arg);
-  void on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd, const sockaddr* addr,
-                 int len);
+  void on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd,
+                 const sockaddr* addr, int len);
   // Takes a slot of the global maxconn; false if none is free.
   bool reserve_slot();
   // Starts a session for a client that holds a slot (given back on failure).
-  void start_session(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd, const sockaddr* addr,
-                     int len);
+  void start_session(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd,
+                     const sockaddr* addr, int len);
   void pause_listeners();
   // Serves held clients and re-enables the listeners if slots are free;
   // otherwise checks again later.
@@ -164,9 +165,9 @@ class Worker {
   std::unordered_map<Session*, std::unique_ptr<Session>> sessions_;
   std::atomic<size_t> session_count_{0};
   WorkerCounters counters_;
-  EventPtr resume_timer_;  // re-enables listeners paused by maxconn
-  EventPtr queue_timer_;   // polls queued sessions while any wait
-  std::list<Session*> queue_;  // FIFO over all servers, oldest first
+  EventPtr resume_timer_;        // re-enables listeners paused by maxconn
+  EventPtr queue_timer_;         // polls queued sessions while any wait
+  std::list<Session*> queue_;    // FIFO over all servers, oldest first
   std::deque<HeldClient> held_;  // oldest first; at most one per pause
   std::chrono::steady_clock::time_point last_pause_log_{};
   bool paused_ = false;

@@ -1,23 +1,24 @@
-#include "node-proxy/admin.h"
+#include "admin.h"
 
 #include <nlohmann/json.hpp>
 
 #include <future>
 #include <vector>
 
-#include "common/admin_socket.h"
-#include "common/event_loop.h"
-#include "common/log.h"
-#include "node-proxy/runtime.h"
-#include "node-proxy/stats.h"
-#include "node-proxy/worker.h"
+#include "admin_socket.h"
+#include "event_loop.h"
+#include "log.h"
+#include "runtime.h"
+#include "stats.h"
+#include "worker.h"
 
 namespace edgepin::nodeproxy {
 namespace {
 
 constexpr std::string_view kHelp =
     "help                          this list\n"
-    "show info [json]              node, version, uptime, pid, state, Tomcat, connections, requests\n"
+    "show info [json]              node, version, uptime, pid, state, Tomcat, connections, "
+    "requests\n"
     "show stat [json]              every counter of the stats page\n"
     "show sessions [json]          each open client connection, per worker\n"
     "set node state ready|drain    drain: health answers 503, open connections are still served\n"
@@ -46,7 +47,8 @@ std::string AdminCommands::handle(std::string_view line) {
     return error("unknown command " + quoted(line) + "; try 'help'");
   }
   if (w.size() == 4 && w[0] == "set" && w[1] == "node" && w[2] == "state") return set_state(w[3]);
-  if (w[0] == "set" && w.size() >= 2 && w[1] == "node") return error("usage: set node state ready|drain");
+  if (w[0] == "set" && w.size() >= 2 && w[1] == "node")
+    return error("usage: set node state ready|drain");
   return error("unknown command " + quoted(line) + "; try 'help'");
 }
 
@@ -117,7 +119,8 @@ std::string AdminCommands::show_sessions(bool json) const {
   std::vector<std::future<Worker::Connections>> answers;
   for (const auto& w : runtime_.workers()) {
     Worker* worker = w.get();
-    answers.push_back(ask(worker->loop(), [worker] { return worker->describe_connections(kLimit); }));
+    answers.push_back(
+        ask(worker->loop(), [worker] { return worker->describe_connections(kLimit); }));
   }
   const auto deadline = std::chrono::steady_clock::now() + kAnswerTimeout;
   struct WorkerList {
@@ -137,17 +140,18 @@ std::string AdminCommands::show_sessions(bool json) const {
     total += lists[i].connections.http.size() + lists[i].connections.handshaking;
   }
   auto describe = [](const ConnectionInfo& c) {
-    nlohmann::ordered_json j = {{"listener", c.client.listener},
-                                {"client", c.client.client.toString()},
-                                {"tls", c.client.tls ? c.client.tls_version : "-"},
-                                {"resumed", c.client.tls_resumed},
-                                {"sni", c.client.sni.empty() ? "-" : c.client.sni},
-                                {"peer_node", c.client.peer_node.empty() ? "-" : c.client.peer_node},
-                                {"state", c.state},
-                                {"requests", c.requests},
-                                {"age_ms", c.age.count()},
-                                {"request", c.request.empty() ? "-" : c.request},
-                                {"destination", c.destination.empty() ? "-" : c.destination}};
+    nlohmann::ordered_json j = {
+        {"listener", c.client.listener},
+        {"client", c.client.client.to_string()},
+        {"tls", c.client.tls ? c.client.tls_version : "-"},
+        {"resumed", c.client.tls_resumed},
+        {"sni", c.client.sni.empty() ? "-" : c.client.sni},
+        {"peer_node", c.client.peer_node.empty() ? "-" : c.client.peer_node},
+        {"state", c.state},
+        {"requests", c.requests},
+        {"age_ms", c.age.count()},
+        {"request", c.request.empty() ? "-" : c.request},
+        {"destination", c.destination.empty() ? "-" : c.destination}};
     return j;
   };
   if (json) {
@@ -171,13 +175,17 @@ std::string AdminCommands::show_sessions(bool json) const {
     }
     return j.dump(1);
   }
-  std::string out = "# sessions: " + std::to_string(total) + " (state " + state_name(draining) + ")\n";
+  std::string out =
+      "# sessions: " + std::to_string(total) + " (state " + state_name(draining) + ")\n";
   for (size_t i = 0; i < lists.size(); ++i) {
     const WorkerList& l = lists[i];
-    out += "worker " + std::to_string(i) + ": " +
-           std::to_string(l.connections.http.size() + l.connections.handshaking) + " (" +
-           std::to_string(l.connections.handshaking) + " in handshake)" +
-           (l.answered ? "" : " did not answer within " + std::to_string(kAnswerTimeout.count()) + " ms") + "\n";
+    out +=
+        "worker " + std::to_string(i) + ": " +
+        std::to_string(l.connections.http.size() + l.connections.handshaking) + " (" +
+        std::to_string(l.connections.handshaking) + " in handshake)" +
+        (l.answered ? ""
+                    : " did not answer within " + std::to_string(kAnswerTimeout.count()) + " ms") +
+        "\n";
   }
   out += "# list\n";
   for (size_t i = 0; i < lists.size(); ++i) {
@@ -204,7 +212,8 @@ std::string AdminCommands::set_state(std::string_view state) {
   const bool was = runtime_.node().draining.exchange(drain, std::memory_order_relaxed);
   if (was != drain)
     log::warning(std::string("node set to ") + state_name(drain) + " (was " + state_name(was) +
-                 ") by the admin socket" + (drain ? ": health answers 503, open connections stay" : ""));
+                 ") by the admin socket" +
+                 (drain ? ": health answers 503, open connections stay" : ""));
   return std::string("node: state ") + state_name(drain) + " (was " + state_name(was) + ")";
 }
 

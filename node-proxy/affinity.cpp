@@ -1,4 +1,4 @@
-#include "node-proxy/affinity.h"
+#include "affinity.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -10,8 +10,9 @@ namespace edgepin::nodeproxy::affinity {
 
 const char* to_string(Outcome o) {
   switch (o) {
-#define X(name, str) \
-  case Outcome::name: return str;
+#define X(name, str)  \
+  case Outcome::name: \
+    return str;
     EDGEPIN_AFFINITY_OUTCOMES(X)
 #undef X
   }
@@ -106,7 +107,8 @@ std::vector<uint8_t> CookieCodec::mac(std::span<const uint8_t> signed_bytes) con
   msg.insert(msg.end(), signed_bytes.begin(), signed_bytes.end());
   std::array<uint8_t, EVP_MAX_MD_SIZE> out{};
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), msg.data(), msg.size(), out.data(), &len);
+  HMAC(EVP_sha256(), key_.data(), static_cast<int>(key_.size()), msg.data(), msg.size(), out.data(),
+       &len);
   return {out.begin(), out.begin() + kMacBytes};
 }
 
@@ -120,8 +122,8 @@ std::string CookieCodec::encode(uint16_t tag, uint32_t issued_at) const {
   return b64url_encode(raw);
 }
 
-std::optional<CookieCodec::Decoded> CookieCodec::decode(std::string_view value, uint32_t now,
-                                                        std::optional<std::chrono::seconds> max_age) const {
+std::optional<CookieCodec::Decoded> CookieCodec::decode(
+    std::string_view value, uint32_t now, std::optional<std::chrono::seconds> max_age) const {
   std::array<uint8_t, kRawBytes> raw{};
   if (!b64url_decode_raw(value, raw) || raw[0] != kCookieVersion) return std::nullopt;
   auto m = mac({raw.data(), 7});
@@ -149,7 +151,8 @@ std::optional<std::string_view> find_cookie(const http1::FieldList& fields, std:
       if (eq == std::string_view::npos) continue;
       if (trim(pair.substr(0, eq)) != name) continue;  // cookie names are case-sensitive
       std::string_view value = trim(pair.substr(eq + 1));
-      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') value = value.substr(1, value.size() - 2);
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"')
+        value = value.substr(1, value.size() - 2);
       return value;
     }
   }
@@ -158,7 +161,8 @@ std::optional<std::string_view> find_cookie(const http1::FieldList& fields, std:
 
 std::optional<std::string_view> jvm_route(std::string_view session_id) {
   size_t dot = session_id.rfind('.');
-  if (dot == std::string_view::npos || dot == 0 || dot + 1 >= session_id.size()) return std::nullopt;
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 >= session_id.size())
+    return std::nullopt;
   return session_id.substr(dot + 1);
 }
 
@@ -175,17 +179,25 @@ bool response_sets_cookie(const http1::FieldList& fields, std::string_view sessi
   return false;
 }
 
-std::string set_cookie_value(const config::AffinityConfig& cfg, std::string_view value, bool over_tls) {
+std::string set_cookie_value(const config::AffinityConfig& cfg, std::string_view value,
+                             bool over_tls) {
   std::string out = cfg.cookie_name + "=" + std::string(value) + "; Path=" + cfg.path;
   if (!cfg.domain.empty()) out += "; Domain=" + cfg.domain;
   if (cfg.max_age) out += "; Max-Age=" + std::to_string(cfg.max_age->count());
-  bool secure = cfg.secure == config::CookieSecure::Always || (cfg.secure == config::CookieSecure::Auto && over_tls);
+  bool secure = cfg.secure == config::CookieSecure::Always ||
+                (cfg.secure == config::CookieSecure::Auto && over_tls);
   if (secure) out += "; Secure";
   if (cfg.http_only) out += "; HttpOnly";
   switch (cfg.same_site) {
-    case config::SameSite::Lax: out += "; SameSite=Lax"; break;
-    case config::SameSite::Strict: out += "; SameSite=Strict"; break;
-    case config::SameSite::None: out += "; SameSite=None"; break;
+    case config::SameSite::Lax:
+      out += "; SameSite=Lax";
+      break;
+    case config::SameSite::Strict:
+      out += "; SameSite=Strict";
+      break;
+    case config::SameSite::None:
+      out += "; SameSite=None";
+      break;
   }
   return out;
 }

@@ -22,8 +22,8 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config_cluster.h"
-#include "common/http1.h"
+#include "config_cluster.h"
+#include "http1.h"
 
 namespace edgepin::nodeproxy::affinity {
 
@@ -32,15 +32,15 @@ inline constexpr size_t kMacBytes = 16;
 inline constexpr size_t kRawBytes = 1 + 2 + 4 + kMacBytes;  // 23 bytes → 31 base64url chars
 
 // Why a request is served where it is: one counter each (stats, logs).
-#define EDGEPIN_AFFINITY_OUTCOMES(X)                                                   \
-  X(Local, "local")                  /* owned by this node */                          \
-  X(Relay, "relayed_out")            /* owned by another node that is up */            \
-  X(NoCookie, "no_cookie")           /* no affinity data: new user or session */       \
-  X(BadMac, "bad_mac")               /* cookie present but forged, stale or garbled */ \
-  X(UnknownOwner, "unknown_owner")   /* names no node of the cluster */                \
-  X(OwnerDown, "owner_down")         /* owner's peer link is down: served here */      \
-  X(Relayed, "relayed_in")           /* arrived over the peer link: never relayed */   \
-  X(Disabled, "disabled")            /* affinity mode none */
+#define EDGEPIN_AFFINITY_OUTCOMES(X)                                                 \
+  X(Local, "local")                /* owned by this node */                          \
+  X(Relay, "relayed_out")          /* owned by another node that is up */            \
+  X(NoCookie, "no_cookie")         /* no affinity data: new user or session */       \
+  X(BadMac, "bad_mac")             /* cookie present but forged, stale or garbled */ \
+  X(UnknownOwner, "unknown_owner") /* names no node of the cluster */                \
+  X(OwnerDown, "owner_down")       /* owner's peer link is down: served here */      \
+  X(Relayed, "relayed_in")         /* arrived over the peer link: never relayed */   \
+  X(Disabled, "disabled")          /* affinity mode none */
 
 enum class Outcome : uint8_t {
 #define X(name, str) name,
@@ -93,7 +93,8 @@ bool response_sets_cookie(const http1::FieldList& response_fields, std::string_v
 // The Set-Cookie field value that records `value` in cookie `cfg.cookie_name`
 // with the configured attributes (Path, Domain, Max-Age, Secure per mode
 // and `over_tls`, HttpOnly, SameSite).
-std::string set_cookie_value(const config::AffinityConfig& cfg, std::string_view value, bool over_tls);
+std::string set_cookie_value(const config::AffinityConfig& cfg, std::string_view value,
+                             bool over_tls);
 
 struct Decision {
   Outcome outcome = Outcome::Local;
@@ -112,9 +113,9 @@ struct Request {
 // Decides who serves a request. `peer_up(node)` says whether the peer link
 // to that node is healthy.
 template <typename PeerUp>
-Decision decide(const config::ClusterConfig& cluster, const config::Node& self, const CookieCodec* codec,
-                const Request& req, PeerUp&& peer_up);
+Decision decide(const config::ClusterConfig& cluster, const config::Node& self,
+                const CookieCodec* codec, const Request& req, PeerUp&& peer_up);
 
 }  // namespace edgepin::nodeproxy::affinity
 
-#include "node-proxy/affinity_decide.inl"
+#include "affinity_decide.inl"

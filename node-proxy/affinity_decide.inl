@@ -5,8 +5,8 @@
 namespace edgepin::nodeproxy::affinity {
 
 template <typename PeerUp>
-Decision decide(const config::ClusterConfig& cluster, const config::Node& self, const CookieCodec* codec,
-                const Request& req, PeerUp&& peer_up) {
+Decision decide(const config::ClusterConfig& cluster, const config::Node& self,
+                const CookieCodec* codec, const Request& req, PeerUp&& peer_up) {
   Decision d;
   const auto& cfg = cluster.affinity;
   if (cfg.mode == config::AffinityMode::None) {
@@ -31,7 +31,7 @@ Decision decide(const config::ClusterConfig& cluster, const config::Node& self, 
       d.outcome = Outcome::BadMac;
       return d;
     }
-    owner = cluster.findTag(decoded->tag);
+    owner = cluster.find_tag(decoded->tag);
   } else {  // jvmroute
     auto session = find_cookie(*req.fields, cfg.session_cookie);
     auto route = session ? jvm_route(*session) : std::nullopt;
@@ -39,7 +39,7 @@ Decision decide(const config::ClusterConfig& cluster, const config::Node& self, 
       d.outcome = Outcome::NoCookie;
       return d;
     }
-    owner = cluster.findNode(*route);
+    owner = cluster.find_node(*route);
   }
   if (!owner) {
     d.outcome = Outcome::UnknownOwner;

@@ -1,4 +1,4 @@
-#include "node-proxy/cert_index.h"
+#include "cert_index.h"
 
 #include <algorithm>
 
@@ -10,9 +10,7 @@ uint16_t read_u16(std::span<const uint8_t> b, size_t at) {
   return static_cast<uint16_t>((b[at] << 8) | b[at + 1]);
 }
 
-bool is_label_char(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-}
+bool is_label_char(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
 
 }  // namespace
 
@@ -88,12 +86,14 @@ std::optional<std::string> normalize_dns_name(std::string_view name, bool allow_
   return out;
 }
 
-std::vector<std::string> CertificateIndex::add(size_t id, KeyKind kind, std::span<const std::string> names) {
+std::vector<std::string> CertificateIndex::add(size_t id, KeyKind kind,
+                                               std::span<const std::string> names) {
   Entry entry;
   entry.id = id;
   entry.kind = kind;
   for (const std::string& raw : names) {
-    if (auto n = normalize_dns_name(raw, /*allow_wildcard=*/true)) entry.names.push_back(std::move(*n));
+    if (auto n = normalize_dns_name(raw, /*allow_wildcard=*/true))
+      entry.names.push_back(std::move(*n));
   }
   std::sort(entry.names.begin(), entry.names.end());
   entry.names.erase(std::unique(entry.names.begin(), entry.names.end()), entry.names.end());
@@ -117,7 +117,8 @@ std::vector<std::string> CertificateIndex::add(size_t id, KeyKind kind, std::spa
 }
 
 void CertificateIndex::set_default(size_t id) {
-  auto it = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.id == id; });
+  auto it =
+      std::find_if(entries_.begin(), entries_.end(), [&](const Entry& e) { return e.id == id; });
   if (it == entries_.end()) return;
   const size_t index = static_cast<size_t>(it - entries_.begin());
   default_group_.assign(1, index);
@@ -129,7 +130,8 @@ void CertificateIndex::set_default(size_t id) {
   }
 }
 
-std::optional<size_t> CertificateIndex::pick(const std::vector<size_t>& candidates, ClientCapabilities caps) const {
+std::optional<size_t> CertificateIndex::pick(const std::vector<size_t>& candidates,
+                                             ClientCapabilities caps) const {
   if (caps.ecdsa) {
     for (size_t i : candidates) {
       if (entries_[i].kind == KeyKind::Ecdsa) return i;
@@ -143,7 +145,8 @@ std::optional<size_t> CertificateIndex::pick(const std::vector<size_t>& candidat
   return std::nullopt;
 }
 
-CertificateIndex::Selection CertificateIndex::select(std::string_view sni, ClientCapabilities caps) const {
+CertificateIndex::Selection CertificateIndex::select(std::string_view sni,
+                                                     ClientCapabilities caps) const {
   if (!sni.empty()) {
     if (auto name = normalize_dns_name(sni, /*allow_wildcard=*/false)) {
       if (auto it = exact_.find(*name); it != exact_.end()) {

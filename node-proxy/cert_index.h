@@ -134,9 +134,12 @@ class CertificateIndex {
 
 constexpr std::string_view to_string(CertificateIndex::Match m) {
   switch (m) {
-    case CertificateIndex::Match::Exact: return "exact";
-    case CertificateIndex::Match::Wildcard: return "wildcard";
-    case CertificateIndex::Match::Default: return "default";
+    case CertificateIndex::Match::Exact:
+      return "exact";
+    case CertificateIndex::Match::Wildcard:
+      return "wildcard";
+    case CertificateIndex::Match::Default:
+      return "default";
   }
   return "?";
 }

@@ -1,4 +1,4 @@
-#include "node-proxy/client_handshake.h"
+#include "client_handshake.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -9,10 +9,10 @@
 #include <cstring>
 #include <optional>
 
-#include "common/log.h"
-#include "node-proxy/counters.h"
-#include "node-proxy/peer_tls.h"
-#include "node-proxy/tls_context.h"
+#include "counters.h"
+#include "log.h"
+#include "peer_tls.h"
+#include "tls_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -22,24 +22,28 @@ constexpr int kBevOptions = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 constexpr size_t kMaxLoggedTlsErrors = 4;
 
 timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
 proxy::Accept accept_of(config::AcceptProxy p) {
   switch (p) {
-    case config::AcceptProxy::V1: return proxy::Accept::V1Only;
-    case config::AcceptProxy::V2: return proxy::Accept::V2Only;
+    case config::AcceptProxy::V1:
+      return proxy::Accept::V1Only;
+    case config::AcceptProxy::V2:
+      return proxy::Accept::V2Only;
     case config::AcceptProxy::None:
-    case config::AcceptProxy::Any: break;
+    case config::AcceptProxy::Any:
+      break;
   }
   return proxy::Accept::Any;
 }
 
 std::optional<SocketAddress> to_socket_address(const proxy::Address& a) {
   sockaddr_storage ss{};
-  const socklen_t len = a.toSockaddr(ss);
+  const socklen_t len = a.to_sockaddr(ss);
   if (len == 0) return std::nullopt;
-  return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+  return SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
 }
 
 }  // namespace
@@ -52,8 +56,9 @@ bool is_trusted_source(const config::Listener& listener, const IpAddress& peer) 
   return false;
 }
 
-ClientHandshake::ClientHandshake(event_base* base, const ListenerSetup& listener, NodeCounters& counters,
-                                 evutil_socket_t fd, const SocketAddress& peer, DoneFn done)
+ClientHandshake::ClientHandshake(event_base* base, const ListenerSetup& listener,
+                                 NodeCounters& counters, evutil_socket_t fd,
+                                 const SocketAddress& peer, DoneFn done)
     : base_(base), listener_(listener), counters_(counters), fd_(fd), done_(std::move(done)) {
   info_.listener = listener.config->name;
   info_.peer = peer;
@@ -79,7 +84,8 @@ void ClientHandshake::start() {
 
   phase_ = Phase::ProxyHeader;
   readable_.reset(event_new(base_, fd_, EV_READ | EV_PERSIST, on_readable, this));
-  if (!readable_ || event_add(readable_.get(), nullptr) != 0) return fail(HandshakeFailure::Internal, "event_add");
+  if (!readable_ || event_add(readable_.get(), nullptr) != 0)
+    return fail(HandshakeFailure::Internal, "event_add");
 }
 
 void ClientHandshake::on_readable(evutil_socket_t, short, void* arg) {
@@ -107,15 +113,17 @@ void ClientHandshake::read_proxy_header() {
   if (peeked <= 0) {
     const std::string why = peeked == 0 ? "closed" : std::strerror(errno);
     header_.resize(have);
-    return fail(HandshakeFailure::ProxyHeaderClosed, why + " after " + std::to_string(have) + " header bytes");
+    return fail(HandshakeFailure::ProxyHeaderClosed,
+                why + " after " + std::to_string(have) + " header bytes");
   }
   header_.resize(have + static_cast<size_t>(peeked));
 
   const proxy::DecodeResult r = proxy::decode(header_, accept_of(listener_.config->proxy_protocol));
   if (r.status == ParseStatus::Error) {
     counters_.proxy_errors[static_cast<size_t>(r.error)].add();
-    return fail(HandshakeFailure::ProxyHeaderInvalid,
-                std::string(proxy::to_string(r.error)) + " at byte " + std::to_string(r.error_offset));
+    return fail(
+        HandshakeFailure::ProxyHeaderInvalid,
+        std::string(proxy::to_string(r.error)) + " at byte " + std::to_string(r.error_offset));
   }
   // Consume what belongs to the header: all of it while it is incomplete,
   // exactly its length once complete. The bytes were just peeked, so the
@@ -124,7 +132,8 @@ void ClientHandshake::read_proxy_header() {
   const ssize_t got = ::recv(fd_, header_.data() + have, take, 0);
   if (got != static_cast<ssize_t>(take)) {
     return fail(HandshakeFailure::ProxyHeaderClosed,
-                std::string("short read consuming the header: ") + (got < 0 ? std::strerror(errno) : "closed"));
+                std::string("short read consuming the header: ") +
+                    (got < 0 ? std::strerror(errno) : "closed"));
   }
   if (r.status == ParseStatus::NeedMore) return;  // wait for the rest
 
@@ -159,7 +168,8 @@ void ClientHandshake::begin_transport() {
   // With BEV_OPT_CLOSE_ON_FREE libevent owns the SSL from this call on,
   // also when it fails (it frees it then). The socket stays ours on
   // failure: libevent's socket BIO is made with BIO_NOCLOSE.
-  bev_.reset(bufferevent_openssl_socket_new(base_, fd_, ssl.release(), BUFFEREVENT_SSL_ACCEPTING, kBevOptions));
+  bev_.reset(bufferevent_openssl_socket_new(base_, fd_, ssl.release(), BUFFEREVENT_SSL_ACCEPTING,
+                                            kBevOptions));
   if (!bev_) return fail(HandshakeFailure::Internal, "bufferevent_openssl_socket_new");
   fd_ = -1;
   // Many HTTP clients close without close_notify; the HTTP layer decides
@@ -183,7 +193,8 @@ void ClientHandshake::tls_connected() {
     // The verify callback already refused certificates naming no node;
     // this reads back which node it is (for the relay marker and the log).
     info_.peer_node = listener_.peer->node_of(ssl);
-    if (info_.peer_node.empty()) return fail(HandshakeFailure::TlsError, "peer certificate names no cluster node");
+    if (info_.peer_node.empty())
+      return fail(HandshakeFailure::TlsError, "peer certificate names no cluster node");
     counters_.peer_connections_accepted.add();
   }
   info_.tls_resumed = SSL_session_reused(ssl) == 1;
@@ -219,7 +230,8 @@ void ClientHandshake::tls_failed(short what) {
     const SSL* ssl = bufferevent_openssl_get_ssl(bev_.get());
     const long v = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
     if (v == X509_V_ERR_HOSTNAME_MISMATCH) {
-      reasons += (reasons.empty() ? "" : "; ") + std::string("client certificate names no node of the cluster");
+      reasons += (reasons.empty() ? "" : "; ") +
+                 std::string("client certificate names no node of the cluster");
     } else if (v != X509_V_OK) {
       reasons += (reasons.empty() ? "" : "; ") + std::string("client certificate: ") +
                  X509_verify_cert_error_string(v);
@@ -228,7 +240,8 @@ void ClientHandshake::tls_failed(short what) {
   if (!reasons.empty()) return fail(HandshakeFailure::TlsError, reasons);
   if (protocol_error) return fail(HandshakeFailure::TlsError, "protocol error");
   const int err = EVUTIL_SOCKET_ERROR();
-  std::string why = (what & BEV_EVENT_EOF) ? "closed by the client" : std::string("socket error: ") + std::strerror(err);
+  std::string why = (what & BEV_EVENT_EOF) ? "closed by the client"
+                                           : std::string("socket error: ") + std::strerror(err);
   fail(HandshakeFailure::TlsClosed, why);
 }
 
@@ -244,21 +257,34 @@ void ClientHandshake::succeed() {
 void ClientHandshake::fail(HandshakeFailure failure, const std::string& detail) {
   phase_ = Phase::Done;
   switch (failure) {
-    case HandshakeFailure::ProxyHeaderInvalid: counters_.proxy_header_errors.add(); break;
-    case HandshakeFailure::ProxyHeaderTimeout: counters_.proxy_header_timeouts.add(); break;
-    case HandshakeFailure::ProxyHeaderClosed: counters_.proxy_header_closed.add(); break;
-    case HandshakeFailure::TlsError: counters_.tls_handshake_errors.add(); break;
-    case HandshakeFailure::TlsTimeout: counters_.tls_handshake_timeouts.add(); break;
-    case HandshakeFailure::TlsClosed: counters_.tls_handshake_closed.add(); break;
+    case HandshakeFailure::ProxyHeaderInvalid:
+      counters_.proxy_header_errors.add();
+      break;
+    case HandshakeFailure::ProxyHeaderTimeout:
+      counters_.proxy_header_timeouts.add();
+      break;
+    case HandshakeFailure::ProxyHeaderClosed:
+      counters_.proxy_header_closed.add();
+      break;
+    case HandshakeFailure::TlsError:
+      counters_.tls_handshake_errors.add();
+      break;
+    case HandshakeFailure::TlsTimeout:
+      counters_.tls_handshake_timeouts.add();
+      break;
+    case HandshakeFailure::TlsClosed:
+      counters_.tls_handshake_closed.add();
+      break;
     case HandshakeFailure::None:
-    case HandshakeFailure::Internal: break;
+    case HandshakeFailure::Internal:
+      break;
   }
   const bool peer_refused = listener_.peer != nullptr && (failure == HandshakeFailure::TlsError ||
                                                           failure == HandshakeFailure::TlsTimeout ||
                                                           failure == HandshakeFailure::TlsClosed);
   if (peer_refused) counters_.peer_connections_refused.add();
-  std::string line = "listener " + info_.listener + ": connection from " + info_.peer.toString();
-  if (info_.proxied) line += " (client " + info_.client.toString() + ")";
+  std::string line = "listener " + info_.listener + ": connection from " + info_.peer.to_string();
+  if (info_.proxied) line += " (client " + info_.client.to_string() + ")";
   line += " closed: " + std::string(to_string(failure)) + ": " + detail;
   // A trusted proxy sending a bad header is a misconfiguration; failed TLS
   // handshakes are everyday internet noise (scanners, old clients); a
@@ -272,10 +298,16 @@ void ClientHandshake::fail(HandshakeFailure failure, const std::string& detail) 
   } else {
     switch (failure) {
       case HandshakeFailure::ProxyHeaderInvalid:
-      case HandshakeFailure::Internal: log::warning(line); break;
+      case HandshakeFailure::Internal:
+        log::warning(line);
+        break;
       case HandshakeFailure::ProxyHeaderClosed:
-      case HandshakeFailure::TlsClosed: log::debug(line); break;
-      default: log::info(line); break;
+      case HandshakeFailure::TlsClosed:
+        log::debug(line);
+        break;
+      default:
+        log::info(line);
+        break;
     }
   }
   readable_.reset();

@@ -20,11 +20,11 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config_node_proxy.h"
-#include "common/event_ptr.h"
-#include "common/net_address.h"
-#include "common/proxy_protocol.h"
-#include "node-proxy/client_info.h"
+#include "client_info.h"
+#include "config_node_proxy.h"
+#include "event_ptr.h"
+#include "net_address.h"
+#include "proxy_protocol.h"
 
 namespace edgepin::nodeproxy {
 
@@ -34,14 +34,14 @@ struct NodeCounters;
 
 // How a connection that failed before HTTP ended. The log line and the
 // counters (NodeCounters) name it.
-#define EDGEPIN_HANDSHAKE_FAILURES(X)                                                   \
-  X(None, "none")                                                                      \
-  X(ProxyHeaderInvalid, "proxy_header_invalid") /* the decoder refused it */            \
-  X(ProxyHeaderTimeout, "proxy_header_timeout") /* incomplete at the deadline */        \
-  X(ProxyHeaderClosed, "proxy_header_closed")   /* closed or reset before its end */    \
-  X(TlsError, "tls_error")                      /* alert, protocol or version error */  \
+#define EDGEPIN_HANDSHAKE_FAILURES(X)                                                      \
+  X(None, "none")                                                                          \
+  X(ProxyHeaderInvalid, "proxy_header_invalid") /* the decoder refused it */               \
+  X(ProxyHeaderTimeout, "proxy_header_timeout") /* incomplete at the deadline */           \
+  X(ProxyHeaderClosed, "proxy_header_closed")   /* closed or reset before its end */       \
+  X(TlsError, "tls_error")                      /* alert, protocol or version error */     \
   X(TlsTimeout, "tls_timeout")                  /* handshake incomplete at the deadline */ \
-  X(TlsClosed, "tls_closed")                    /* closed or reset mid-handshake */      \
+  X(TlsClosed, "tls_closed")                    /* closed or reset mid-handshake */        \
   X(Internal, "internal")                       /* allocation or libevent failure */
 
 enum class HandshakeFailure : uint8_t {
@@ -52,8 +52,9 @@ enum class HandshakeFailure : uint8_t {
 
 constexpr std::string_view to_string(HandshakeFailure f) {
   switch (f) {
-#define EDGEPIN_X(name, text) \
-  case HandshakeFailure::name: return text;
+#define EDGEPIN_X(name, text)  \
+  case HandshakeFailure::name: \
+    return text;
     EDGEPIN_HANDSHAKE_FAILURES(EDGEPIN_X)
 #undef EDGEPIN_X
   }
@@ -114,8 +115,8 @@ class ClientHandshake {
 
   // Takes ownership of the accepted socket `fd`. `peer` is the TCP peer,
   // `listener` and `counters` must outlive the handshake.
-  ClientHandshake(event_base* base, const ListenerSetup& listener, NodeCounters& counters, evutil_socket_t fd,
-                  const SocketAddress& peer, DoneFn done);
+  ClientHandshake(event_base* base, const ListenerSetup& listener, NodeCounters& counters,
+                  evutil_socket_t fd, const SocketAddress& peer, DoneFn done);
   ~ClientHandshake();  // closes whatever it still owns
   ClientHandshake(const ClientHandshake&) = delete;
   ClientHandshake& operator=(const ClientHandshake&) = delete;

@@ -6,32 +6,32 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "common/counter.h"
-#include "common/http1.h"
-#include "common/proxy_protocol.h"
-#include "node-proxy/affinity.h"
+#include "affinity.h"
+#include "counter.h"
+#include "http1.h"
+#include "proxy_protocol.h"
 
 namespace edgepin::nodeproxy {
 
 // How a request ended (node-proxy/http_connection.*): the access log's
 // `end=` and one counter each. X(name, log name)
 #define EDGEPIN_NODE_REQUEST_ENDS(X)                                              \
-  X(Complete, "complete")                  /* response fully sent */               \
-  X(Local, "local")                        /* answered by the proxy (health...) */ \
-  X(BadRequest, "bad_request")             /* head rejected by the parser */       \
-  X(BadBody, "bad_body")                   /* request body framing error */        \
-  X(HeaderTimeout, "header_timeout")       /* 408: head not complete in time */    \
-  X(ClientTimeout, "client_timeout")       /* client silent or not reading */      \
-  X(ClientClosed, "client_closed")         /* client closed or reset mid-request */\
-  X(ConnectFailed, "connect_failed")       /* 502/503: upstream refused */         \
-  X(ConnectTimeout, "connect_timeout")     /* 504: upstream connect timed out */   \
-  X(UpstreamTimeout, "upstream_timeout")   /* 504 or cut: upstream silent */       \
-  X(UpstreamClosed, "upstream_closed")     /* 502 or cut: upstream closed early */ \
-  X(UpstreamInvalid, "upstream_invalid")   /* 502 or cut: malformed response */    \
-  X(TunnelClosed, "tunnel_closed")         /* 101 tunnel ended normally */         \
-  X(TunnelTimeout, "tunnel_timeout")       /* 101 tunnel idle too long */          \
-  X(TunnelError, "tunnel_error")           /* 101 tunnel reset by a side */        \
-  X(Shutdown, "shutdown")                  /* the worker closed the connection */
+  X(Complete, "complete")                /* response fully sent */                \
+  X(Local, "local")                      /* answered by the proxy (health...) */  \
+  X(BadRequest, "bad_request")           /* head rejected by the parser */        \
+  X(BadBody, "bad_body")                 /* request body framing error */         \
+  X(HeaderTimeout, "header_timeout")     /* 408: head not complete in time */     \
+  X(ClientTimeout, "client_timeout")     /* client silent or not reading */       \
+  X(ClientClosed, "client_closed")       /* client closed or reset mid-request */ \
+  X(ConnectFailed, "connect_failed")     /* 502/503: upstream refused */          \
+  X(ConnectTimeout, "connect_timeout")   /* 504: upstream connect timed out */    \
+  X(UpstreamTimeout, "upstream_timeout") /* 504 or cut: upstream silent */        \
+  X(UpstreamClosed, "upstream_closed")   /* 502 or cut: upstream closed early */  \
+  X(UpstreamInvalid, "upstream_invalid") /* 502 or cut: malformed response */     \
+  X(TunnelClosed, "tunnel_closed")       /* 101 tunnel ended normally */          \
+  X(TunnelTimeout, "tunnel_timeout")     /* 101 tunnel idle too long */           \
+  X(TunnelError, "tunnel_error")         /* 101 tunnel reset by a side */         \
+  X(Shutdown, "shutdown")                /* the worker closed the connection */
 
 enum class RequestEnd : uint8_t {
 #define EDGEPIN_NODE_REQUEST_END_ENUM(name, text) name,
@@ -48,7 +48,8 @@ inline constexpr size_t kRequestEndCount = 0
 constexpr const char* to_string(RequestEnd e) {
   switch (e) {
 #define EDGEPIN_NODE_REQUEST_END_NAME(name, text) \
-  case RequestEnd::name: return text;
+  case RequestEnd::name:                          \
+    return text;
     EDGEPIN_NODE_REQUEST_ENDS(EDGEPIN_NODE_REQUEST_END_NAME)
 #undef EDGEPIN_NODE_REQUEST_END_NAME
   }
@@ -66,20 +67,20 @@ struct NodeCounters {
   Counter connections_refused_limit;      // limits.max_connections reached
   Counter proxy_header_errors;            // malformed or missing PROXY header (sum of proxy_errors)
   std::array<Counter, proxy::kErrorCount> proxy_errors;  // by decoder error
-  Counter proxy_header_timeouts;          // no complete PROXY header in time
-  Counter proxy_header_closed;            // closed before the header was complete
+  Counter proxy_header_timeouts;                         // no complete PROXY header in time
+  Counter proxy_header_closed;                           // closed before the header was complete
   Counter tls_handshakes_full;
   Counter tls_handshakes_resumed;
-  Counter tls_handshake_errors;           // TLS alert or protocol error
-  Counter tls_handshake_timeouts;         // no complete handshake in time
-  Counter tls_handshake_closed;           // closed by the client mid-handshake
+  Counter tls_handshake_errors;    // TLS alert or protocol error
+  Counter tls_handshake_timeouts;  // no complete handshake in time
+  Counter tls_handshake_closed;    // closed by the client mid-handshake
 
   // Requests.
   Counter requests;
-  std::array<Counter, 6> responses_by_class;  // [0] other, [1] 1xx .. [5] 5xx
+  std::array<Counter, 6> responses_by_class;               // [0] other, [1] 1xx .. [5] 5xx
   std::array<Counter, http1::kErrorCount> request_errors;  // by parser error
-  Counter bytes_in;   // from clients
-  Counter bytes_out;  // to clients
+  Counter bytes_in;                                        // from clients
+  Counter bytes_out;                                       // to clients
   // HTTP layer (node-proxy/http_connection.*).
   std::array<Counter, kRequestEndCount> request_ends;  // by RequestEnd
   Counter requests_local;      // answered by the proxy itself (health, stats)

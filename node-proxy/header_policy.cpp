@@ -1,4 +1,4 @@
-#include "node-proxy/header_policy.h"
+#include "header_policy.h"
 
 namespace edgepin::nodeproxy {
 
@@ -17,8 +17,21 @@ void append_field(std::string& out, std::string_view name, std::string_view valu
 bool is_tchar(unsigned char c) noexcept {
   if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
   switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+':
-    case '-': case '.': case '^': case '_': case '`': case '|': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '.':
+    case '^':
+    case '_':
+    case '`':
+    case '|':
+    case '~':
       return true;
     default:
       return false;
@@ -27,7 +40,9 @@ bool is_tchar(unsigned char c) noexcept {
 
 // The client's address as the forwarding fields carry it: an IPv4 client
 // seen on a dual-stack socket is written as IPv4.
-std::string client_ip(const ClientInfo& client) { return client.client.ip().unmapped().toString(); }
+std::string client_ip(const ClientInfo& client) {
+  return client.client.ip().unmapped().to_string();
+}
 
 }  // namespace
 
@@ -53,22 +68,27 @@ std::string_view trim_ows(std::string_view s) {
 bool is_host_name(std::string_view s) {
   if (s.empty() || s.size() > 253) return false;
   for (char c : s)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '.'))
       return false;
   return true;
 }
 
 }  // namespace
 
-std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, const ClientInfo& link,
-                                              std::string& error) {
+std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields,
+                                              const ClientInfo& link, std::string& error) {
   std::optional<std::string_view> xff, proto, port, sni;
   for (const http1::Field& f : fields) {
     std::optional<std::string_view>* slot = nullptr;
-    if (http1::iequals(f.name, "x-forwarded-for")) slot = &xff;
-    else if (http1::iequals(f.name, "x-forwarded-proto")) slot = &proto;
-    else if (http1::iequals(f.name, "x-forwarded-port")) slot = &port;
-    else if (http1::iequals(f.name, kSniField)) slot = &sni;
+    if (http1::iequals(f.name, "x-forwarded-for"))
+      slot = &xff;
+    else if (http1::iequals(f.name, "x-forwarded-proto"))
+      slot = &proto;
+    else if (http1::iequals(f.name, "x-forwarded-port"))
+      slot = &port;
+    else if (http1::iequals(f.name, kSniField))
+      slot = &sni;
     if (!slot) continue;
     if (*slot) {
       error = "relayed request repeats " + std::string(f.name);
@@ -87,8 +107,10 @@ std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, co
     info.proxied = true;
   }
   if (proto) {
-    if (*proto == "https") info.tls = true;
-    else if (*proto == "http") info.tls = false;
+    if (*proto == "https")
+      info.tls = true;
+    else if (*proto == "http")
+      info.tls = false;
     else {
       error = "relayed request has a malformed X-Forwarded-Proto";
       return std::nullopt;
@@ -123,7 +145,8 @@ std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, co
 }
 
 bool is_idempotent_method(std::string_view method) noexcept {
-  static constexpr std::string_view kIdempotent[] = {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"};
+  static constexpr std::string_view kIdempotent[] = {"GET",   "HEAD", "OPTIONS",
+                                                     "TRACE", "PUT",  "DELETE"};
   for (std::string_view m : kIdempotent)
     if (method == m) return true;  // methods are case-sensitive (RFC 9110 9.1)
   return false;
@@ -131,38 +154,70 @@ bool is_idempotent_method(std::string_view method) noexcept {
 
 std::string_view reason_phrase(int status) noexcept {
   switch (status) {
-    case 100: return "Continue";
-    case 101: return "Switching Protocols";
-    case 103: return "Early Hints";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 206: return "Partial Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 417: return "Expectation Failed";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 101:
+      return "Switching Protocols";
+    case 103:
+      return "Early Hints";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 206:
+      return "Partial Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 417:
+      return "Expectation Failed";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -180,8 +235,8 @@ std::string forwarded_value(std::string_view value) {
 }
 
 void build_upstream_request(const http1::RequestHead& head, const ClientInfo& client,
-                            const config::HeaderPolicy& policy, const UpstreamRequestOptions& options,
-                            std::string& out) {
+                            const config::HeaderPolicy& policy,
+                            const UpstreamRequestOptions& options, std::string& out) {
   // Request line: origin-form always (an absolute-form path may be empty or
   // start with "?"), HTTP/1.1 always.
   out.append(head.method);
@@ -219,7 +274,7 @@ void build_upstream_request(const http1::RequestHead& head, const ClientInfo& cl
   if (policy.x_real_ip) append_field(out, "X-Real-IP", ip);
   if (policy.forwarded_rfc7239) {
     // RFC 7239 6: an IPv6 node is "[addr]" and must be quoted.
-    std::string node = client.client.ip().unmapped().isV4() ? ip : "[" + ip + "]";
+    std::string node = client.client.ip().unmapped().is_v4() ? ip : "[" + ip + "]";
     std::string value = "for=" + forwarded_value(node) + ";proto=" + proto;
     if (!host.empty()) value += ";host=" + forwarded_value(host);
     append_field(out, "Forwarded", value);
@@ -236,7 +291,10 @@ void build_upstream_request(const http1::RequestHead& head, const ClientInfo& cl
     case http1::BodyFraming::Kind::UntilClose:  // never for a request
       break;
   }
-  append_field(out, "Connection", options.tunnel ? "upgrade" : options.keep_alive ? "keep-alive" : "close");
+  append_field(out, "Connection",
+               options.tunnel       ? "upgrade"
+               : options.keep_alive ? "keep-alive"
+                                    : "close");
   for (const http1::Field& f : options.extra_fields) append_field(out, f.name, f.value);
   out.append(kCrlf);
 }
@@ -279,12 +337,17 @@ void build_client_response(const http1::ResponseHead& head, const ClientResponse
       break;
   }
   switch (options.connection) {
-    case Connection::Omit: break;
+    case Connection::Omit:
+      break;
     case Connection::KeepAlive:
       if (options.client_http10) append_field(out, "Connection", "keep-alive");
       break;
-    case Connection::Close: append_field(out, "Connection", "close"); break;
-    case Connection::Upgrade: append_field(out, "Connection", "upgrade"); break;
+    case Connection::Close:
+      append_field(out, "Connection", "close");
+      break;
+    case Connection::Upgrade:
+      append_field(out, "Connection", "upgrade");
+      break;
   }
   for (const http1::Field& f : options.extra_fields) append_field(out, f.name, f.value);
   out.append(kCrlf);

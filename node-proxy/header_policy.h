@@ -2,7 +2,7 @@
 // The node-proxy's header policy: which fields of a parsed HTTP/1.1 message
 // cross the proxy, and which the proxy writes itself.
 //
-// Pure functions over a parsed head (common/http1.h) and the connection's
+// Pure functions over a parsed head (common/wire/http1.h) and the connection's
 // ClientInfo: no sockets, no libevent, no clock. They cannot fail: every
 // input they read was validated by the parser or comes from configuration.
 //
@@ -43,9 +43,9 @@
 #include <string>
 #include <string_view>
 
-#include "common/config_node_proxy.h"
-#include "common/http1.h"
-#include "node-proxy/client_info.h"
+#include "client_info.h"
+#include "config_node_proxy.h"
+#include "http1.h"
 
 namespace edgepin::nodeproxy {
 
@@ -79,8 +79,8 @@ bool is_edgepin_field(std::string_view name) noexcept;
 // link's value (a peer's own request, such as its health check). Returns
 // nullopt and sets `error` when a field is repeated or malformed: the
 // relaying node never writes such a request.
-std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields, const ClientInfo& link,
-                                              std::string& error);
+std::optional<ClientInfo> relayed_client_info(const http1::FieldList& fields,
+                                              const ClientInfo& link, std::string& error);
 
 // True for the methods RFC 9110 9.2.2 calls idempotent (GET, HEAD, OPTIONS,
 // TRACE, PUT, DELETE): a request the proxy may send a second time.
@@ -113,8 +113,8 @@ struct UpstreamRequestOptions {
 // send upstream for `head`, received on a connection described by
 // `client`, with the optional fields `policy` enables.
 void build_upstream_request(const http1::RequestHead& head, const ClientInfo& client,
-                            const config::HeaderPolicy& policy, const UpstreamRequestOptions& options,
-                            std::string& out);
+                            const config::HeaderPolicy& policy,
+                            const UpstreamRequestOptions& options, std::string& out);
 
 struct ClientResponseOptions {
   enum class Connection : uint8_t {

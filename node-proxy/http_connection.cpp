@@ -1,4 +1,4 @@
-#include "node-proxy/http_connection.h"
+#include "http_connection.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -11,10 +11,10 @@
 #include <cstring>
 #include <vector>
 
-#include "common/log.h"
-#include "node-proxy/header_policy.h"
-#include "node-proxy/stats.h"
-#include "node-proxy/upstream_pool.h"
+#include "header_policy.h"
+#include "log.h"
+#include "stats.h"
+#include "upstream_pool.h"
 
 namespace edgepin::nodeproxy {
 
@@ -60,7 +60,8 @@ std::string loggable(std::string_view s, size_t max) {
 bool valid_host_name(std::string_view s) {
   if (s.empty() || s.size() > 253) return false;
   for (char c : s)
-    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '.'))
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+          c == '.'))
       return false;
   return true;
 }
@@ -106,7 +107,8 @@ http1::Limits request_limits(const config::NodeProxyConfig& cfg) {
   http1::Limits l;
   l.max_head_bytes = cfg.limits.max_header_bytes;
   l.max_fields = cfg.limits.max_headers;
-  l.max_body_bytes = cfg.limits.max_body_bytes == 0 ? http1::kUnlimitedBody : cfg.limits.max_body_bytes;
+  l.max_body_bytes =
+      cfg.limits.max_body_bytes == 0 ? http1::kUnlimitedBody : cfg.limits.max_body_bytes;
   return l;
 }
 
@@ -132,25 +134,34 @@ std::string tls_errors(bufferevent* bev) {
 }
 
 uint32_t unix_now() {
-  return static_cast<uint32_t>(
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  return static_cast<uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count());
 }
 
 bool has_body(const BodyFraming& f) {
-  return f.kind == BodyFraming::Kind::Chunked || (f.kind == BodyFraming::Kind::ContentLength && f.length > 0);
+  return f.kind == BodyFraming::Kind::Chunked ||
+         (f.kind == BodyFraming::Kind::ContentLength && f.length > 0);
 }
 
 }  // namespace
 
 const char* to_string(HttpConnection::State s) {
   switch (s) {
-    case HttpConnection::State::ReadingHead: return "reading_head";
-    case HttpConnection::State::BufferingBody: return "buffering_body";
-    case HttpConnection::State::Connecting: return "connecting";
-    case HttpConnection::State::Proxying: return "proxying";
-    case HttpConnection::State::Tunnel: return "tunnel";
-    case HttpConnection::State::Closing: return "closing";
-    case HttpConnection::State::Closed: return "closed";
+    case HttpConnection::State::ReadingHead:
+      return "reading_head";
+    case HttpConnection::State::BufferingBody:
+      return "buffering_body";
+    case HttpConnection::State::Connecting:
+      return "connecting";
+    case HttpConnection::State::Proxying:
+      return "proxying";
+    case HttpConnection::State::Tunnel:
+      return "tunnel";
+    case HttpConnection::State::Closing:
+      return "closing";
+    case HttpConnection::State::Closed:
+      return "closed";
   }
   return "?";
 }
@@ -163,7 +174,8 @@ ConnectionInfo HttpConnection::describe() const {
   out.client = info_;
   out.state = to_string(state_);
   out.requests = requests_;
-  out.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - accepted_);
+  out.age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                  accepted_);
   // ex_ is reset when a request ends: between requests both stay empty.
   if (!ex_.method.empty()) out.request = ex_.method + " " + ex_.target;
   if (ex_.routed) out.destination = ex_.dest.name;
@@ -217,11 +229,13 @@ size_t HttpConnection::buffered_bytes() const {
   size_t n = evbuffer_get_length(prebuffer_.get());
   for (bufferevent* b : {client_.get(), upstream_.get()}) {
     if (!b) continue;
-    n += evbuffer_get_length(bufferevent_get_input(b)) + evbuffer_get_length(bufferevent_get_output(b));
+    n += evbuffer_get_length(bufferevent_get_input(b)) +
+         evbuffer_get_length(bufferevent_get_output(b));
   }
   if (relay_) {
     for (bufferevent* b : {relay_->a(), relay_->b()})
-      n += evbuffer_get_length(bufferevent_get_input(b)) + evbuffer_get_length(bufferevent_get_output(b));
+      n += evbuffer_get_length(bufferevent_get_input(b)) +
+           evbuffer_get_length(bufferevent_get_output(b));
   }
   return n;
 }
@@ -229,9 +243,13 @@ size_t HttpConnection::buffered_bytes() const {
 // ---------------------------------------------------------------------------
 // Callbacks: each records what happened and runs the state machine.
 
-void HttpConnection::client_read_cb(bufferevent*, void* arg) { static_cast<HttpConnection*>(arg)->advance(); }
+void HttpConnection::client_read_cb(bufferevent*, void* arg) {
+  static_cast<HttpConnection*>(arg)->advance();
+}
 
-void HttpConnection::client_write_cb(bufferevent*, void* arg) { static_cast<HttpConnection*>(arg)->advance(); }
+void HttpConnection::client_write_cb(bufferevent*, void* arg) {
+  static_cast<HttpConnection*>(arg)->advance();
+}
 
 void HttpConnection::client_event_cb(bufferevent*, short what, void* arg) {
   auto* self = static_cast<HttpConnection*>(arg);
@@ -246,7 +264,8 @@ void HttpConnection::client_event_cb(bufferevent*, short what, void* arg) {
   } else if (what & BEV_EVENT_ERROR) {
     // A reset or TLS failure: nothing more can be written to this client.
     const int err = EVUTIL_SOCKET_ERROR();
-    if (self->state_ == State::Closing || (self->state_ == State::ReadingHead && !self->head_started_)) {
+    if (self->state_ == State::Closing ||
+        (self->state_ == State::ReadingHead && !self->head_started_)) {
       self->finish_connection();
     } else {
       self->abort_request(RequestEnd::ClientClosed,
@@ -256,9 +275,13 @@ void HttpConnection::client_event_cb(bufferevent*, short what, void* arg) {
   self->advance();
 }
 
-void HttpConnection::upstream_read_cb(bufferevent*, void* arg) { static_cast<HttpConnection*>(arg)->advance(); }
+void HttpConnection::upstream_read_cb(bufferevent*, void* arg) {
+  static_cast<HttpConnection*>(arg)->advance();
+}
 
-void HttpConnection::upstream_write_cb(bufferevent*, void* arg) { static_cast<HttpConnection*>(arg)->advance(); }
+void HttpConnection::upstream_write_cb(bufferevent*, void* arg) {
+  static_cast<HttpConnection*>(arg)->advance();
+}
 
 void HttpConnection::upstream_event_cb(bufferevent*, short what, void* arg) {
   auto* self = static_cast<HttpConnection*>(arg);
@@ -290,7 +313,8 @@ void HttpConnection::timer_cb(evutil_socket_t, short, void* arg) {
   const TimerKind kind = self->timer_kind_;
   self->timer_kind_ = TimerKind::None;
   switch (kind) {
-    case TimerKind::None: return;
+    case TimerKind::None:
+      return;
     case TimerKind::Idle:
       self->ctx_.counters->http_idle_timeouts.add();
       self->begin_closing();
@@ -332,13 +356,24 @@ void HttpConnection::advance() {
     again_ = false;
     const State before = state_;
     switch (state_) {
-      case State::ReadingHead: step_read_head(); break;
-      case State::BufferingBody: step_buffer_body(); break;
-      case State::Connecting: step_connecting(); break;
-      case State::Proxying: step_proxy(); break;
-      case State::Closing: step_closing(); break;
+      case State::ReadingHead:
+        step_read_head();
+        break;
+      case State::BufferingBody:
+        step_buffer_body();
+        break;
+      case State::Connecting:
+        step_connecting();
+        break;
+      case State::Proxying:
+        step_proxy();
+        break;
+      case State::Closing:
+        step_closing();
+        break;
       case State::Tunnel:
-      case State::Closed: break;
+      case State::Closed:
+        break;
     }
     if (state_ != before) again_ = true;
   } while (again_ && state_ != State::Closed && state_ != State::Tunnel);
@@ -376,8 +411,12 @@ void HttpConnection::step_read_head() {
         begin_closing();
       }
       return;
-    case ParseStatus::Error: on_request_error(r.error); return;
-    case ParseStatus::Done: on_request_head(r.consumed); return;
+    case ParseStatus::Error:
+      on_request_error(r.error);
+      return;
+    case ParseStatus::Done:
+      on_request_head(r.consumed);
+      return;
   }
 }
 
@@ -402,7 +441,8 @@ void HttpConnection::on_request_head(size_t consumed) {
 
   if (answer_builtin(h, consumed)) return;
 
-  if (http1::Error e = http1::check_body_size(h.framing, request_limits_.max_body_bytes); e != http1::Error::None) {
+  if (http1::Error e = http1::check_body_size(h.framing, request_limits_.max_body_bytes);
+      e != http1::Error::None) {
     evbuffer_drain(bufferevent_get_input(client_.get()), consumed);
     on_request_error(e);
     return;
@@ -489,8 +529,8 @@ bool HttpConnection::answer_builtin(const http1::RequestHead& h, size_t consumed
   ctx_.counters->requests_local.add();
 
   if (connect) {
-    send_local(405, "text/plain; charset=utf-8", "405 Method Not Allowed: CONNECT is not proxied here\n", close,
-               RequestEnd::Local);
+    send_local(405, "text/plain; charset=utf-8",
+               "405 Method Not Allowed: CONNECT is not proxied here\n", close, RequestEnd::Local);
   } else if (!get) {
     send_local(405, "text/plain; charset=utf-8", "405 Method Not Allowed: use GET or HEAD\n", close,
                RequestEnd::Local);
@@ -499,13 +539,15 @@ bool HttpConnection::answer_builtin(const http1::RequestHead& h, size_t consumed
     ex_.quiet = true;
     // Without node state (never in the daemon) the node counts as serving.
     const NodeState serving;
-    const LocalResponse answer = render_health(
-        ctx_.node ? *ctx_.node : serving, info_.peer_node.empty() ? HealthAudience::Balancer : HealthAudience::Peer);
+    const LocalResponse answer =
+        render_health(ctx_.node ? *ctx_.node : serving,
+                      info_.peer_node.empty() ? HealthAudience::Balancer : HealthAudience::Peer);
     send_local(answer.status, answer.content_type, answer.body, close, RequestEnd::Local);
   } else if (!allowed) {
     send_local(403, "text/plain; charset=utf-8", "403 Forbidden\n", close, RequestEnd::Local);
   } else if (!ctx_.stats_page) {
-    send_local(503, "text/plain; charset=utf-8", "503 stats unavailable\n", close, RequestEnd::Local);
+    send_local(503, "text/plain; charset=utf-8", "503 stats unavailable\n", close,
+               RequestEnd::Local);
   } else {
     LocalResponse page = ctx_.stats_page(json);
     send_local(page.status, page.content_type, page.body, close, RequestEnd::Local);
@@ -530,19 +572,20 @@ Destination HttpConnection::route(const http1::RequestHead& h) {
   req.fields = &h.fields;
   req.relayed_in = !info_.peer_node.empty();
   req.now = unix_now();
-  const affinity::Decision d =
-      affinity::decide(*ctx_.cluster, *ctx_.self, ctx_.cookie_codec, req, [&](const config::Node& n) {
+  const affinity::Decision d = affinity::decide(
+      *ctx_.cluster, *ctx_.self, ctx_.cookie_codec, req, [&](const config::Node& n) {
         const WorkerContext::PeerLink* l = link_of(n);
         return l != nullptr && l->state->up.load(std::memory_order_relaxed);
       });
   ex_.affinity = d.outcome;
   ex_.issue_cookie = d.issue_cookie && ctx_.cookie_codec != nullptr;
-  const WorkerContext::PeerLink* link = d.outcome == affinity::Outcome::Relay && d.owner ? link_of(*d.owner) : nullptr;
+  const WorkerContext::PeerLink* link =
+      d.outcome == affinity::Outcome::Relay && d.owner ? link_of(*d.owner) : nullptr;
   if (!link) return local_destination();
   Destination p;
   p.pool = link->pool;
   p.name = d.owner->name;
-  p.address = link->pool->config().address.toString();
+  p.address = link->pool->config().address.to_string();
   p.peer = true;
   return p;
 }
@@ -552,7 +595,7 @@ Destination HttpConnection::local_destination() const {
   d.pool = ctx_.upstream;
   d.name = "tomcat";
   d.known_down = ctx_.node && !ctx_.node->tomcat_up.load(std::memory_order_relaxed);
-  d.address = cfg_.upstream.address.toString();
+  d.address = cfg_.upstream.address.to_string();
   return d;
 }
 
@@ -576,7 +619,7 @@ void HttpConnection::fall_back_locally(const std::string& why) {
 
 std::string HttpConnection::default_host(const ClientInfo& client) const {
   if (valid_host_name(client.sni)) return client.sni;
-  return cfg_.upstream.address.toString();
+  return cfg_.upstream.address.to_string();
 }
 
 void HttpConnection::step_buffer_body() {
@@ -597,7 +640,8 @@ void HttpConnection::step_buffer_body() {
 }
 
 void HttpConnection::step_connecting() {
-  if (!ex_.body_done && client_eof_ && evbuffer_get_length(bufferevent_get_input(client_.get())) == 0)
+  if (!ex_.body_done && client_eof_ &&
+      evbuffer_get_length(bufferevent_get_input(client_.get())) == 0)
     abort_request(RequestEnd::ClientClosed, "client closed mid-body");
 }
 
@@ -682,7 +726,8 @@ void HttpConnection::on_connect_failed(int error, bool timeout) {
       std::to_string(ex_.dest.pool->config().connect_timeout.count()) + "ms";
   const std::string failed_detail =
       "connect to " + ex_.dest.address + " failed: " +
-      (!upstream_tls_error_.empty() ? "TLS: " + upstream_tls_error_ : std::strerror(error ? error : ECONNREFUSED));
+      (!upstream_tls_error_.empty() ? "TLS: " + upstream_tls_error_
+                                    : std::strerror(error ? error : ECONNREFUSED));
   if (ex_.dest.peer) {
     ctx_.counters->peer_connect_errors.add();
     if (!ex_.response_started && !ex_.fallback_head.empty()) {
@@ -718,7 +763,8 @@ void HttpConnection::step_proxy() {
     // Back-pressure: the client is read again once the upstream drained
     // below the low watermark (upstream_write_cb).
     set_client_reading(ex_.body_done || evbuffer_get_length(out) < kHighWatermark);
-    if (!ex_.body_done && client_eof_ && evbuffer_get_length(bufferevent_get_input(client_.get())) == 0) {
+    if (!ex_.body_done && client_eof_ &&
+        evbuffer_get_length(bufferevent_get_input(client_.get())) == 0) {
       abort_request(RequestEnd::ClientClosed, "client closed mid-body");
       return;
     }
@@ -746,7 +792,8 @@ void HttpConnection::pump_response() {
       return;
     }
     if (r.status == ParseStatus::Error) {
-      fail_upstream(RequestEnd::UpstreamInvalid, 502, std::string("invalid response: ") + http1::to_string(r.error));
+      fail_upstream(RequestEnd::UpstreamInvalid, 502,
+                    std::string("invalid response: ") + http1::to_string(r.error));
       return;
     }
     if (!on_response_head(r.consumed)) return;
@@ -763,7 +810,8 @@ void HttpConnection::pump_response() {
   const http1::Error e = move_response_body(cout, kHighWatermark - queued);
   ex_.bytes_out += evbuffer_get_length(cout) - queued;
   if (e != http1::Error::None) {
-    abort_request(RequestEnd::UpstreamInvalid, std::string("invalid response body: ") + http1::to_string(e));
+    abort_request(RequestEnd::UpstreamInvalid,
+                  std::string("invalid response body: ") + http1::to_string(e));
     return;
   }
   if (ex_.phase == ResponsePhase::Body && upstream_eof_ && evbuffer_get_length(uin) == 0) {
@@ -773,8 +821,9 @@ void HttpConnection::pump_response() {
       ex_.phase = ResponsePhase::Done;
     } else {
       abort_request(RequestEnd::UpstreamClosed,
-                    upstream_error_ ? std::string("upstream error mid-body: ") + std::strerror(upstream_error_)
-                                    : std::string("upstream closed mid-body"));
+                    upstream_error_
+                        ? std::string("upstream error mid-body: ") + std::strerror(upstream_error_)
+                        : std::string("upstream closed mid-body"));
       return;
     }
   }
@@ -791,7 +840,8 @@ http1::Error HttpConnection::move_response_body(evbuffer* dst, size_t room) {
     if (r.status == ParseStatus::Error) return r.error;
     if (ex_.dechunk) {
       // Only the data goes on; the chunk framing around it is dropped.
-      const size_t before = r.data.empty() ? r.consumed : static_cast<size_t>(r.data.data() - seg.data());
+      const size_t before =
+          r.data.empty() ? r.consumed : static_cast<size_t>(r.data.data() - seg.data());
       const size_t data = r.data.size();
       const size_t after = r.consumed - before - data;
       evbuffer_drain(in, before);
@@ -860,7 +910,8 @@ bool HttpConnection::on_response_head(size_t consumed) {
   std::string head;
   ClientResponseOptions o;
   o.framing = towards_client;
-  o.connection = close ? ClientResponseOptions::Connection::Close : ClientResponseOptions::Connection::KeepAlive;
+  o.connection = close ? ClientResponseOptions::Connection::Close
+                       : ClientResponseOptions::Connection::KeepAlive;
   o.client_http10 = ex_.http10;
   // Our Tomcat started a session for a client without a valid cookie of
   // ours: record the owner beside it (affinity.h, cookie mode).
@@ -870,8 +921,8 @@ bool HttpConnection::on_response_head(size_t consumed) {
   // response may have turned cookie mode off (no codec any more).
   if (ex_.issue_cookie && !ex_.dest.peer && ctx_.cookie_codec != nullptr &&
       affinity::response_sets_cookie(h.fields, ctx_.cluster->affinity.session_cookie)) {
-    cookie = affinity::set_cookie_value(ctx_.cluster->affinity, ctx_.cookie_codec->encode(ctx_.self->tag, unix_now()),
-                                        info_.tls);
+    cookie = affinity::set_cookie_value(
+        ctx_.cluster->affinity, ctx_.cookie_codec->encode(ctx_.self->tag, unix_now()), info_.tls);
     cookie_field = {"Set-Cookie", cookie};
     o.extra_fields = {&cookie_field, 1};
     ex_.cookie_issued = true;
@@ -903,7 +954,8 @@ void HttpConnection::on_upstream_gone() {
     return;
   }
   fail_upstream(RequestEnd::UpstreamClosed, 502,
-                upstream_error_ ? std::string("upstream error before responding: ") + std::strerror(upstream_error_)
+                upstream_error_ ? std::string("upstream error before responding: ") +
+                                      std::strerror(upstream_error_)
                                 : std::string("upstream closed before responding"));
 }
 
@@ -920,7 +972,8 @@ void HttpConnection::on_client_timeout(bool writing) {
     return;
   }
   if (writing || ex_.response_started) {
-    abort_request(RequestEnd::ClientTimeout, writing ? "client not reading" : "client silent mid-body");
+    abort_request(RequestEnd::ClientTimeout,
+                  writing ? "client not reading" : "client silent mid-body");
     return;
   }
   upstream_.reset();
@@ -976,15 +1029,21 @@ void HttpConnection::on_tunnel_end(const Relay::Result& r) {
   ex_.bytes_out += relay_->bytes_b_to_a();
   RequestEnd end = RequestEnd::TunnelClosed;
   switch (r.end) {
-    case RelayEnd::BothClosed: end = RequestEnd::TunnelClosed; break;
-    case RelayEnd::IdleTimeout: end = RequestEnd::TunnelTimeout; break;
+    case RelayEnd::BothClosed:
+      end = RequestEnd::TunnelClosed;
+      break;
+    case RelayEnd::IdleTimeout:
+      end = RequestEnd::TunnelTimeout;
+      break;
     case RelayEnd::AReset:
     case RelayEnd::BReset:
       end = RequestEnd::TunnelError;
-      ex_.error = std::string(r.end == RelayEnd::AReset ? "client" : "upstream") + " error: " +
-                  std::strerror(r.error ? r.error : ECONNRESET);
+      ex_.error = std::string(r.end == RelayEnd::AReset ? "client" : "upstream") +
+                  " error: " + std::strerror(r.error ? r.error : ECONNRESET);
       break;
-    case RelayEnd::Stopped: end = RequestEnd::Shutdown; break;
+    case RelayEnd::Stopped:
+      end = RequestEnd::Shutdown;
+      break;
   }
   end_request(end);
   finish_connection();
@@ -1003,22 +1062,27 @@ void HttpConnection::complete_proxied() {
   }
   const bool close = ex_.close_after || draining_ || client_eof_;
   end_request(RequestEnd::Complete);
-  if (close) begin_closing();
-  else next_request();
+  if (close)
+    begin_closing();
+  else
+    next_request();
 }
 
 // ---------------------------------------------------------------------------
 // Answers made by the proxy.
 
-void HttpConnection::send_local(int status, std::string_view content_type, std::string_view body, bool close,
-                                RequestEnd end) {
+void HttpConnection::send_local(int status, std::string_view content_type, std::string_view body,
+                                bool close, RequestEnd end) {
   close = close || !ex_.keep_alive || draining_ || client_eof_;
-  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status)) + "\r\n";
+  std::string out =
+      "HTTP/1.1 " + std::to_string(status) + " " + std::string(reason_phrase(status)) + "\r\n";
   out += "Content-Type: ";
   out += content_type;
   out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nCache-Control: no-store\r\n";
-  if (close) out += "Connection: close\r\n";
-  else if (ex_.http10) out += "Connection: keep-alive\r\n";
+  if (close)
+    out += "Connection: close\r\n";
+  else if (ex_.http10)
+    out += "Connection: keep-alive\r\n";
   out += "\r\n";
   if (ex_.method != "HEAD") out += body;
   evbuffer_add(bufferevent_get_output(client_.get()), out.data(), out.size());
@@ -1026,8 +1090,10 @@ void HttpConnection::send_local(int status, std::string_view content_type, std::
   ex_.status = status;
   ex_.close_after = close;
   end_request(end);
-  if (close) begin_closing();
-  else next_request();
+  if (close)
+    begin_closing();
+  else
+    next_request();
 }
 
 void HttpConnection::send_error(int status, std::string_view detail, bool close, RequestEnd end) {
@@ -1078,27 +1144,33 @@ void HttpConnection::end_request(RequestEnd end) {
   if (ex_.routed) c.affinity[static_cast<size_t>(ex_.affinity)].add();
 
   // Without an access log, failures still get their line (as a warning).
-  const bool failed = ex_.status >= 500 || ex_.status == 408 ||
-                      (end != RequestEnd::Complete && end != RequestEnd::Local && end != RequestEnd::TunnelClosed);
+  const bool failed =
+      ex_.status >= 500 || ex_.status == 408 ||
+      (end != RequestEnd::Complete && end != RequestEnd::Local && end != RequestEnd::TunnelClosed);
   if (ex_.quiet && !failed) return;
   if (!cfg_.log.access_log && !failed) return;
   const Clock::time_point now = Clock::now();
   // A relayed request is logged with the client the relaying node served.
   const ClientInfo& who = ex_.relayed ? *ex_.relayed : info_;
-  std::string line = "http client=" + (ex_.relayed ? who.client.ip().toString() : who.client.toString()) +
-                     " listener=" + loggable(info_.listener, 64);
+  std::string line =
+      "http client=" + (ex_.relayed ? who.client.ip().to_string() : who.client.to_string()) +
+      " listener=" + loggable(info_.listener, 64);
   line += " tls=" + (info_.tls ? loggable(info_.tls_version, 16) : std::string("-"));
   line += std::string(" resumed=") + (info_.tls ? (info_.tls_resumed ? "1" : "0") : "-");
   line += " sni=" + loggable(who.sni, 128);
-  line += " method=" + loggable(ex_.method, 32) + " path=" + (ex_.target.empty() ? std::string("-") : ex_.target);
+  line += " method=" + loggable(ex_.method, 32) +
+          " path=" + (ex_.target.empty() ? std::string("-") : ex_.target);
   line += " status=" + (ex_.status ? std::to_string(ex_.status) : std::string("-"));
-  line += " bytes_in=" + std::to_string(ex_.bytes_in) + " bytes_out=" + std::to_string(ex_.bytes_out);
+  line +=
+      " bytes_in=" + std::to_string(ex_.bytes_in) + " bytes_out=" + std::to_string(ex_.bytes_out);
   if (ex_.attempts) {
     line += " upstream=" + ex_.dest.name + " reused=" + (ex_.reused ? "1" : "0");
-    line += " connect_ms=" +
-            (ex_.connected ? std::to_string(ms_between(*ex_.connect_started, *ex_.connected)) : std::string("-"));
-    line += " upstream_ms=" +
-            (ex_.sent && ex_.response_head ? std::to_string(ms_between(*ex_.sent, *ex_.response_head)) : std::string("-"));
+    line += " connect_ms=" + (ex_.connected
+                                  ? std::to_string(ms_between(*ex_.connect_started, *ex_.connected))
+                                  : std::string("-"));
+    line += " upstream_ms=" + (ex_.sent && ex_.response_head
+                                   ? std::to_string(ms_between(*ex_.sent, *ex_.response_head))
+                                   : std::string("-"));
     if (ex_.retried) line += " retried=1";
   } else {
     line += " upstream=-";
@@ -1109,8 +1181,10 @@ void HttpConnection::end_request(RequestEnd end) {
   line += " total_ms=" + std::to_string(ms_between(ex_.started, now));
   line += std::string(" end=") + to_string(end);
   if (!ex_.error.empty()) line += " error=\"" + loggable(ex_.error, 200) + "\"";
-  if (cfg_.log.access_log) log::info(line);
-  else log::warning(line);
+  if (cfg_.log.access_log)
+    log::info(line);
+  else
+    log::warning(line);
 }
 
 void HttpConnection::next_request() {
@@ -1202,8 +1276,10 @@ void HttpConnection::set_client_reading(bool on) {
   if (!client_ || on == client_reading_) return;
   if (on && client_eof_) return;
   client_reading_ = on;
-  if (on) bufferevent_enable(client_.get(), EV_READ);
-  else bufferevent_disable(client_.get(), EV_READ);
+  if (on)
+    bufferevent_enable(client_.get(), EV_READ);
+  else
+    bufferevent_disable(client_.get(), EV_READ);
 }
 
 void HttpConnection::set_reading_body(bool on) {
@@ -1223,15 +1299,18 @@ void HttpConnection::update_upstream_timeouts() {
   // streams, and while an expected 100 has not come.
   const bool waiting = ex_.phase == ResponsePhase::Body || ex_.body_done ||
                        (ex_.expect_continue && !ex_.got_interim);
-  bufferevent_set_timeouts(upstream_.get(), waiting ? &response_timeout_ : nullptr, &response_timeout_);
+  bufferevent_set_timeouts(upstream_.get(), waiting ? &response_timeout_ : nullptr,
+                           &response_timeout_);
 }
 
 void HttpConnection::set_upstream_reading(bool on) {
   if (!upstream_ || on == upstream_reading_) return;
   if (on && upstream_eof_) return;
   upstream_reading_ = on;
-  if (on) bufferevent_enable(upstream_.get(), EV_READ);
-  else bufferevent_disable(upstream_.get(), EV_READ);
+  if (on)
+    bufferevent_enable(upstream_.get(), EV_READ);
+  else
+    bufferevent_disable(upstream_.get(), EV_READ);
 }
 
 }  // namespace edgepin::nodeproxy

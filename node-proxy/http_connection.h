@@ -39,7 +39,7 @@
 //                 streams upstream→client. response_timeout bounds upstream
 //                 silence while a response is due: 504 before the response
 //                 head went out, a cut connection after.
-//   Tunnel        after a 101 to an Upgrade request: common/relay.h owns both
+//   Tunnel        after a 101 to an Upgrade request: common/io/relay.h owns both
 //                 sockets (timeouts.tunnel idle limit); the upstream
 //                 connection never returns to the pool.
 //   Closing       the last response is flushed, then the write side is shut
@@ -107,13 +107,13 @@
 #include <string>
 #include <string_view>
 
-#include "common/event_ptr.h"
-#include "common/http1.h"
-#include "common/relay.h"
-#include "node-proxy/affinity.h"
-#include "node-proxy/client_info.h"
-#include "node-proxy/counters.h"
-#include "node-proxy/worker_context.h"
+#include "affinity.h"
+#include "client_info.h"
+#include "counters.h"
+#include "event_ptr.h"
+#include "http1.h"
+#include "relay.h"
+#include "worker_context.h"
 
 namespace edgepin::nodeproxy {
 
@@ -136,20 +136,20 @@ inline constexpr size_t kLogTargetMax = 256;
 // and the same forwarding code serves both; a peer is an upstream with TLS.
 struct Destination {
   UpstreamPool* pool = nullptr;
-  std::string name;          // for the log: "tomcat", or the owner's node name
-  bool known_down = false;   // its health check fails: a refused connect is 503
-  std::string address;       // for the log
-  bool peer = false;         // the peer link (relayed out)
+  std::string name;         // for the log: "tomcat", or the owner's node name
+  bool known_down = false;  // its health check fails: a refused connect is 503
+  std::string address;      // for the log
+  bool peer = false;        // the peer link (relayed out)
 };
 
 // One line of the admin socket's `show sessions`.
 struct ConnectionInfo {
   ClientInfo client;
   const char* state = "";
-  uint64_t requests = 0;         // finished on this connection
+  uint64_t requests = 0;  // finished on this connection
   std::chrono::milliseconds age{0};
-  std::string request;           // "METHOD target" in progress, empty when idle
-  std::string destination;       // where it went: "tomcat" or the owner node
+  std::string request;      // "METHOD target" in progress, empty when idle
+  std::string destination;  // where it went: "tomcat" or the owner node
 };
 
 class HttpConnection {
@@ -202,21 +202,21 @@ class HttpConnection {
     std::string method;
     std::string target;  // for the log, already sanitised and bounded
     bool http10 = false;
-    bool keep_alive = false;    // the client allows another request after this one
+    bool keep_alive = false;  // the client allows another request after this one
     bool expect_continue = false;
     bool upgrade = false;
-    bool body_done = false;     // request body fully read from the client
-    uint64_t body_sent = 0;     // body bytes written towards the upstream
-    uint64_t bytes_in = 0;      // request bytes read from the client
-    uint64_t bytes_out = 0;     // response bytes written to the client
+    bool body_done = false;  // request body fully read from the client
+    uint64_t body_sent = 0;  // body bytes written towards the upstream
+    uint64_t bytes_in = 0;   // request bytes read from the client
+    uint64_t bytes_out = 0;  // response bytes written to the client
     Destination dest;
     std::string upstream_head;  // kept until the response starts: a retry resends it
     // Affinity: set by route() for proxied requests.
     bool routed = false;
     affinity::Outcome affinity = affinity::Outcome::Disabled;
-    bool issue_cookie = false;   // add our cookie if the response starts a session
+    bool issue_cookie = false;  // add our cookie if the response starts a session
     bool cookie_issued = false;
-    std::string fallback_head;   // relayed out: the head for the local Tomcat
+    std::string fallback_head;  // relayed out: the head for the local Tomcat
     // On the peer listener: the client the relaying node served.
     std::optional<ClientInfo> relayed;
     int attempts = 0;
@@ -226,15 +226,15 @@ class HttpConnection {
     std::optional<std::chrono::steady_clock::time_point> connected;
     // Response.
     ResponsePhase phase = ResponsePhase::Head;
-    bool response_bytes = false;   // any byte of a response arrived
-    bool got_interim = false;      // a 1xx arrived
-    bool response_started = false; // a final head went to the client
-    bool dechunk = false;          // strip chunked framing (HTTP/1.0 client)
+    bool response_bytes = false;    // any byte of a response arrived
+    bool got_interim = false;       // a 1xx arrived
+    bool response_started = false;  // a final head went to the client
+    bool dechunk = false;           // strip chunked framing (HTTP/1.0 client)
     bool upstream_keep_alive = false;
     bool close_after = false;
     int status = 0;
-    std::string error;             // detail for the log
-    bool quiet = false;            // not logged unless it failed (health checks)
+    std::string error;   // detail for the log
+    bool quiet = false;  // not logged unless it failed (health checks)
   };
 
   static void client_read_cb(bufferevent* bev, void* arg);
@@ -337,14 +337,14 @@ class HttpConnection {
   std::optional<http1::BodyDecoder> response_body_;
   Exchange ex_;
 
-  bool head_started_ = false;   // a byte of the current request head arrived
+  bool head_started_ = false;  // a byte of the current request head arrived
   bool client_eof_ = false;
   bool client_reading_ = false;
   bool upstream_eof_ = false;
   int upstream_error_ = 0;
   std::string upstream_tls_error_;  // why a TLS upstream's handshake failed
   bool upstream_reading_ = false;
-  bool draining_ = false;       // shutdown() was called
+  bool draining_ = false;  // shutdown() was called
   bool lingering_ = false;
   bool in_advance_ = false;
   bool again_ = false;

@@ -3,11 +3,11 @@
 #include <exception>
 #include <iostream>
 
-#include "common/cli.h"
-#include "common/config.h"
-#include "common/log.h"
-#include "common/log_setup.h"
-#include "node-proxy/run.h"
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "log_setup.h"
+#include "run.h"
 
 namespace {
 
@@ -23,19 +23,19 @@ constexpr edgepin::cli::Program kProgram{
 
 int main(int argc, char** argv) {
   using namespace edgepin;
-  const cli::ParseResult cmd = cli::parseCommandLine(kProgram, argc, argv, std::cout, std::cerr);
+  const cli::ParseResult cmd = cli::parse_command_line(kProgram, argc, argv, std::cout, std::cerr);
   if (cmd.exit) return cmd.exit_code;
   log::set_program(kProgram.name);
 
   config::NodeConfigSet cfg;
   try {
-    cfg = config::loadNodeProxy(cmd.options.config_dir, cmd.options.node);
+    cfg = config::load_node_proxy(cmd.options.config_dir, cmd.options.node);
   } catch (const std::exception& e) {
-    cli::reportError(kProgram, e, std::cerr);
+    cli::report_error(kProgram, e, std::cerr);
     return cli::kExitConfigError;
   }
   if (cmd.options.check) {
-    return cli::reportCheck(kProgram, config::summary(cfg), cfg.warnings, std::cout, std::cerr);
+    return cli::report_check(kProgram, config::summary(cfg), cfg.warnings, std::cout, std::cerr);
   }
 
   // The configured format and target from the first line on.

@@ -1,13 +1,13 @@
-#include "node-proxy/metrics.h"
+#include "metrics.h"
 
 #include <chrono>
 #include <cstdint>
 #include <utility>
 
-#include "common/http1.h"
-#include "common/proxy_protocol.h"
-#include "node-proxy/affinity.h"
-#include "node-proxy/counters.h"
+#include "affinity.h"
+#include "counters.h"
+#include "http1.h"
+#include "proxy_protocol.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -21,7 +21,8 @@ uint64_t sum(const StatsSource& src, const Counter NodeCounters::*member) {
 }
 
 template <size_t N>
-std::array<uint64_t, N> sum(const StatsSource& src, const std::array<Counter, N> NodeCounters::*member) {
+std::array<uint64_t, N> sum(const StatsSource& src,
+                            const std::array<Counter, N> NodeCounters::*member) {
   std::array<uint64_t, N> out{};
   for (const NodeCounters* c : src.workers)
     for (size_t i = 0; i < N; ++i) out[i] += (c->*member)[i].get();
@@ -39,7 +40,9 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
 
   e.declare("edgepin_node_info", G, "Build and identity information; the value is always 1.");
   e.add("edgepin_node_info",
-        {{"version", s.version}, {"node", s.node_name}, {"cluster", s.cluster_name},
+        {{"version", s.version},
+         {"node", s.node_name},
+         {"cluster", s.cluster_name},
          {"tag", std::to_string(s.node_tag)}},
         uint64_t{1});
   e.declare("edgepin_node_uptime_seconds", G, "Seconds since the node-proxy started.");
@@ -55,9 +58,12 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   e.add("edgepin_node_connections", {}, s.connections_accepted);
   e.declare("edgepin_node_current_connections", G, "Client connections open now.");
   e.add("edgepin_node_current_connections", {}, s.connections_active);
-  e.declare("edgepin_node_connections_refused", C, "Client connections refused at accept, by reason.");
-  e.add("edgepin_node_connections_refused", {{"reason", "untrusted_source"}}, s.connections_refused_untrusted);
-  e.add("edgepin_node_connections_refused", {{"reason", "max_connections"}}, s.connections_refused_limit);
+  e.declare("edgepin_node_connections_refused", C,
+            "Client connections refused at accept, by reason.");
+  e.add("edgepin_node_connections_refused", {{"reason", "untrusted_source"}},
+        s.connections_refused_untrusted);
+  e.add("edgepin_node_connections_refused", {{"reason", "max_connections"}},
+        s.connections_refused_limit);
 
   e.declare("edgepin_node_proxy_header_failures", C,
             "Connections closed before a valid PROXY header, by reason.");
@@ -65,7 +71,8 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   for (size_t i = 0; i < proxy_errors.size(); ++i) {
     const auto err = static_cast<proxy::Error>(i);
     if (err == proxy::Error::None) continue;
-    e.add("edgepin_node_proxy_header_failures", {{"reason", proxy::to_string(err)}}, proxy_errors[i]);
+    e.add("edgepin_node_proxy_header_failures", {{"reason", proxy::to_string(err)}},
+          proxy_errors[i]);
   }
   e.add("edgepin_node_proxy_header_failures", {{"reason", "timeout"}}, s.proxy_header_timeouts);
   e.add("edgepin_node_proxy_header_failures", {{"reason", "closed"}}, s.proxy_header_closed);
@@ -73,14 +80,17 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   e.declare("edgepin_node_tls_handshakes", C, "Completed TLS handshakes, full or resumed.");
   e.add("edgepin_node_tls_handshakes", {{"kind", "full"}}, s.tls_handshakes_full);
   e.add("edgepin_node_tls_handshakes", {{"kind", "resumed"}}, s.tls_handshakes_resumed);
-  e.declare("edgepin_node_tls_handshake_failures", C, "TLS handshakes that did not complete, by reason.");
+  e.declare("edgepin_node_tls_handshake_failures", C,
+            "TLS handshakes that did not complete, by reason.");
   e.add("edgepin_node_tls_handshake_failures", {{"reason", "error"}}, s.tls_handshake_errors);
   e.add("edgepin_node_tls_handshake_failures", {{"reason", "timeout"}}, s.tls_handshake_timeouts);
   e.add("edgepin_node_tls_handshake_failures", {{"reason", "closed"}}, s.tls_handshake_closed);
   if (s.tls) {
-    e.declare("edgepin_node_tls_cached_sessions", G, "TLS sessions in the server-side session cache.");
+    e.declare("edgepin_node_tls_cached_sessions", G,
+              "TLS sessions in the server-side session cache.");
     e.add("edgepin_node_tls_cached_sessions", {}, static_cast<double>(s.tls_cached_sessions));
-    e.declare("edgepin_node_tls_ticket_keys", G, "Session ticket keys held (current and in grace).");
+    e.declare("edgepin_node_tls_ticket_keys", G,
+              "Session ticket keys held (current and in grace).");
     e.add("edgepin_node_tls_ticket_keys", {}, static_cast<uint64_t>(s.ticket_keys));
     e.declare("edgepin_node_tls_ticket_key_epoch", G, "Epoch of the current session ticket key.");
     e.add("edgepin_node_tls_ticket_key_epoch", {}, static_cast<uint64_t>(s.ticket_key_epoch));
@@ -103,7 +113,8 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   const auto ends = sum(src, &NodeCounters::request_ends);
   for (size_t i = 0; i < ends.size(); ++i)
     e.add("edgepin_node_request_ends", {{"end", to_string(static_cast<RequestEnd>(i))}}, ends[i]);
-  e.declare("edgepin_node_local_responses", C, "Requests answered by the node-proxy itself (health, stats).");
+  e.declare("edgepin_node_local_responses", C,
+            "Requests answered by the node-proxy itself (health, stats).");
   e.add("edgepin_node_local_responses", {}, sum(src, &NodeCounters::requests_local));
   e.declare("edgepin_node_tunnels", C, "Upgraded (101) tunnels opened.");
   e.add("edgepin_node_tunnels", {}, sum(src, &NodeCounters::tunnels));
@@ -116,13 +127,15 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
 
   e.declare("edgepin_node_affinity_requests", C, "Requests by the affinity layer's decision.");
   for (size_t i = 0; i < s.affinity.size(); ++i)
-    e.add("edgepin_node_affinity_requests", {{"outcome", affinity::to_string(static_cast<affinity::Outcome>(i))}},
-          s.affinity[i]);
+    e.add("edgepin_node_affinity_requests",
+          {{"outcome", affinity::to_string(static_cast<affinity::Outcome>(i))}}, s.affinity[i]);
   e.declare("edgepin_node_affinity_cookies_issued", C, "Affinity cookies set on responses.");
   e.add("edgepin_node_affinity_cookies_issued", {}, s.affinity_cookies_issued);
   e.declare("edgepin_node_peer_up", G, "1 while the peer link's check of that node succeeds.");
-  for (const PeerHealthSnapshot& p : s.peers) e.add("edgepin_node_peer_up", {{"peer", p.name}}, uint64_t{p.up});
-  e.declare("edgepin_node_peer_connections", C, "Peer link connections from other nodes, by result.");
+  for (const PeerHealthSnapshot& p : s.peers)
+    e.add("edgepin_node_peer_up", {{"peer", p.name}}, uint64_t{p.up});
+  e.declare("edgepin_node_peer_connections", C,
+            "Peer link connections from other nodes, by result.");
   e.add("edgepin_node_peer_connections", {{"result", "accepted"}}, s.peer_connections_accepted);
   e.add("edgepin_node_peer_connections", {{"result", "refused"}}, s.peer_connections_refused);
   e.declare("edgepin_node_peer_connects", C, "Peer link connections opened to other nodes.");
@@ -131,11 +144,14 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   e.add("edgepin_node_peer_reuses", {}, s.peer_reuses);
   e.declare("edgepin_node_peer_connect_errors", C, "Peer link connects refused or timed out.");
   e.add("edgepin_node_peer_connect_errors", {}, s.peer_connect_errors);
-  e.declare("edgepin_node_peer_timeouts", C, "Relayed requests whose owner did not answer in time.");
+  e.declare("edgepin_node_peer_timeouts", C,
+            "Relayed requests whose owner did not answer in time.");
   e.add("edgepin_node_peer_timeouts", {}, s.peer_timeouts);
-  e.declare("edgepin_node_peer_retries", C, "Relayed requests sent again after a reused connection died.");
+  e.declare("edgepin_node_peer_retries", C,
+            "Relayed requests sent again after a reused connection died.");
   e.add("edgepin_node_peer_retries", {}, s.peer_retries);
-  e.declare("edgepin_node_relay_fallbacks", C, "Relays whose peer connection failed before sending: served here instead.");
+  e.declare("edgepin_node_relay_fallbacks", C,
+            "Relays whose peer connection failed before sending: served here instead.");
   e.add("edgepin_node_relay_fallbacks", {}, s.relay_fallbacks);
 
   e.declare("edgepin_node_upstream_connects", C, "New connections opened to Tomcat.");
@@ -146,12 +162,15 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   e.add("edgepin_node_upstream_connect_errors", {}, s.upstream_connect_errors);
   e.declare("edgepin_node_upstream_timeouts", C, "Tomcat responses that did not come in time.");
   e.add("edgepin_node_upstream_timeouts", {}, s.upstream_timeouts);
-  e.declare("edgepin_node_upstream_retries", C, "Requests sent again after a reused connection died.");
+  e.declare("edgepin_node_upstream_retries", C,
+            "Requests sent again after a reused connection died.");
   e.add("edgepin_node_upstream_retries", {}, sum(src, &NodeCounters::upstream_retries));
   return e;
 }
 
-std::string render_prometheus(const StatsSource& source) { return node_exposition(source).render(); }
+std::string render_prometheus(const StatsSource& source) {
+  return node_exposition(source).render();
+}
 
 std::unique_ptr<StatsHttpServer> make_metrics_server(const SocketAddress& bind,
                                                      std::function<StatsSource()> source) {

@@ -2,7 +2,7 @@
 // The node-proxy's Prometheus metrics and its metrics listener.
 //
 // The listener (node-proxy.json "metrics", or "stats.metrics_bind") is the
-// shared operator HTTP server of common/stats_http_server.h: /metrics in
+// shared operator HTTP server of common/io/stats_http_server.h: /metrics in
 // Prometheus text format, and the same stats page as the stats path on the
 // client listeners (HTML at / and /stats, JSON at /stats;json). Unlike the
 // stats path it needs no PROXY header, so a Prometheus server or the local
@@ -15,10 +15,10 @@
 #include <memory>
 #include <string>
 
-#include "common/net_address.h"
-#include "common/prometheus.h"
-#include "common/stats_http_server.h"
-#include "node-proxy/stats.h"
+#include "net_address.h"
+#include "prometheus.h"
+#include "stats.h"
+#include "stats_http_server.h"
 
 namespace edgepin::nodeproxy {
 

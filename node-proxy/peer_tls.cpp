@@ -1,9 +1,9 @@
-#include "node-proxy/peer_tls.h"
+#include "peer_tls.h"
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include "node-proxy/tls_context.h"
+#include "tls_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -11,10 +11,12 @@ namespace {
 // A node name must match exactly: no wildcard may stand for a node, and the
 // subject CN counts even when the certificate also has DNS subjectAltNames
 // (make-pki.sh writes both; an operator's CA may write only one).
-constexpr unsigned int kHostFlags = X509_CHECK_FLAG_NO_WILDCARDS | X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT;
+constexpr unsigned int kHostFlags =
+    X509_CHECK_FLAG_NO_WILDCARDS | X509_CHECK_FLAG_ALWAYS_CHECK_SUBJECT;
 
-
-[[noreturn]] void fail(const std::string& what) { throw TlsSetupError("peer link: " + what + ": " + openssl_errors()); }
+[[noreturn]] void fail(const std::string& what) {
+  throw TlsSetupError("peer link: " + what + ": " + openssl_errors());
+}
 
 int refuse_passphrase(char*, int, int, void*) { return 0; }
 
@@ -32,7 +34,8 @@ SslCtxPtr make_context(const SSL_METHOD* method, const config::ClusterConfig& cl
     fail("certificate " + peer.cert_file.string());
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), peer.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
     fail("private key " + peer.key_file.string());
-  if (SSL_CTX_check_private_key(ctx.get()) != 1) fail("private key does not match " + peer.cert_file.string());
+  if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    fail("private key does not match " + peer.cert_file.string());
   if (SSL_CTX_load_verify_locations(ctx.get(), cluster.peer_ca_file.c_str(), nullptr) != 1)
     fail("CA file " + cluster.peer_ca_file.string());
   SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
@@ -43,7 +46,8 @@ SslCtxPtr make_context(const SSL_METHOD* method, const config::ClusterConfig& cl
 
 }  // namespace
 
-std::unique_ptr<PeerTls> PeerTls::create(const config::ClusterConfig& cluster, const config::PeerConfig& peer) {
+std::unique_ptr<PeerTls> PeerTls::create(const config::ClusterConfig& cluster,
+                                         const config::PeerConfig& peer) {
   std::unique_ptr<PeerTls> t(new PeerTls());
   for (const config::Node& n : cluster.nodes) t->node_names_.push_back(n.name);
 
@@ -51,7 +55,8 @@ std::unique_ptr<PeerTls> PeerTls::create(const config::ClusterConfig& cluster, c
   // TLS 1.3 servers send tickets after the handshake unless told not to.
   SSL_CTX_set_num_tickets(t->server_.get(), 0);
   SSL_CTX_set_app_data(t->server_.get(), t.get());
-  SSL_CTX_set_verify(t->server_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_client);
+  SSL_CTX_set_verify(t->server_.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+                     verify_client);
   static constexpr unsigned char kSidContext[] = "edgepin-peer";
   SSL_CTX_set_session_id_context(t->server_.get(), kSidContext, sizeof kSidContext - 1);
 
@@ -71,7 +76,8 @@ SslPtr PeerTls::new_client_ssl(std::string_view node) const {
   SSL_set_hostflags(ssl.get(), kHostFlags);
   // SSL_set1_host makes the chain verification also check the name; the
   // SNI only helps a reader of a packet capture.
-  if (SSL_set1_host(ssl.get(), name.c_str()) != 1 || SSL_set_tlsext_host_name(ssl.get(), name.c_str()) != 1) {
+  if (SSL_set1_host(ssl.get(), name.c_str()) != 1 ||
+      SSL_set_tlsext_host_name(ssl.get(), name.c_str()) != 1) {
     ERR_clear_error();
     return nullptr;
   }
@@ -103,8 +109,10 @@ std::string PeerTls::node_of(const SSL* ssl) const {
 int PeerTls::verify_client(int preverify_ok, X509_STORE_CTX* store) {
   if (!preverify_ok) return 0;  // the CA chain failed: OpenSSL set the reason
   if (X509_STORE_CTX_get_error_depth(store) != 0) return 1;
-  auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  const auto* self = ssl ? static_cast<const PeerTls*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl))) : nullptr;
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  const auto* self =
+      ssl ? static_cast<const PeerTls*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl))) : nullptr;
   if (self && !self->node_named_by(X509_STORE_CTX_get_current_cert(store)).empty()) return 1;
   // Signed by the cluster CA but naming no node (an old node's or another
   // service's certificate): refused, with a reason the log can show.

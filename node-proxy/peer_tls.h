@@ -23,9 +23,9 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config_cluster.h"
-#include "common/config_node_proxy.h"
-#include "common/ssl_ptr.h"
+#include "config_cluster.h"
+#include "config_node_proxy.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
@@ -33,7 +33,8 @@ class PeerTls {
  public:
   // Builds both contexts. Throws TlsSetupError (node-proxy/tls_context.h)
   // when OpenSSL refuses the certificate, key or CA file.
-  static std::unique_ptr<PeerTls> create(const config::ClusterConfig& cluster, const config::PeerConfig& peer);
+  static std::unique_ptr<PeerTls> create(const config::ClusterConfig& cluster,
+                                         const config::PeerConfig& peer);
   ~PeerTls();
   PeerTls(const PeerTls&) = delete;
   PeerTls& operator=(const PeerTls&) = delete;

@@ -1,18 +1,18 @@
-#include "node-proxy/run.h"
+#include "run.h"
 
 #include <unistd.h>
 
 #include <exception>
 #include <memory>
 
-#include "common/admin_socket.h"
-#include "common/config_diff.h"
-#include "common/log.h"
-#include "common/log_setup.h"
-#include "common/signal_loop.h"
-#include "node-proxy/admin.h"
-#include "node-proxy/metrics.h"
-#include "node-proxy/runtime.h"
+#include "admin.h"
+#include "admin_socket.h"
+#include "config_diff.h"
+#include "log.h"
+#include "log_setup.h"
+#include "metrics.h"
+#include "runtime.h"
+#include "signal_loop.h"
 
 namespace edgepin::nodeproxy {
 
@@ -24,12 +24,12 @@ namespace {
 void reload(Runtime& runtime, std::shared_ptr<const config::NodeConfigSet>& running) {
   auto next = std::make_shared<config::NodeConfigSet>();
   try {
-    *next = config::loadNodeProxy(running->dir, running->self.name);
+    *next = config::load_node_proxy(running->dir, running->self.name);
   } catch (const std::exception& e) {
     log::error(std::string("reload failed: ") + e.what() + "; keeping the running config");
     return;
   }
-  const config::ConfigDiff diff = config::diffNodeProxy(*running, *next);
+  const config::ConfigDiff diff = config::diff_node_proxy(*running, *next);
   if (std::string err = runtime.reload(next); !err.empty()) {
     log::error("reload failed: " + err + "; keeping the running config");
     return;
@@ -70,7 +70,7 @@ int run(const config::NodeConfigSet& config) {
       log::error(err);
       return 1;
     }
-    log::info("metrics on http://" + bind->toString() + "/metrics (stats: /stats, /stats;json)");
+    log::info("metrics on http://" + bind->to_string() + "/metrics (stats: /stats, /stats;json)");
   }
   AdminCommands commands(*runtime, getpid());
   std::unique_ptr<AdminSocket> admin;
@@ -90,9 +90,11 @@ int run(const config::NodeConfigSet& config) {
   // The running configuration; the runtime keeps the start-up one (and
   // every reloaded one still in use) alive itself.
   auto running = std::make_shared<const config::NodeConfigSet>(config);
-  const int sig = signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  const int sig =
+      signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
   const auto grace = running->proxy.shutdown_grace;
-  log::info(std::string("received ") + signal_name(sig) + ", stopping: listeners closed, idle connections closed, " +
+  log::info(std::string("received ") + signal_name(sig) +
+            ", stopping: listeners closed, idle connections closed, " +
             std::to_string(runtime->active_connections()) + " connections get up to " +
             std::to_string(grace.count()) + " ms to finish their requests");
   runtime->stop_accepting();

@@ -1,5 +1,5 @@
 #pragma once
-// Runs edgepin-node-proxy in the foreground (common/signal_loop.h):
+// Runs edgepin-node-proxy in the foreground (common/base/signal_loop.h):
 //   SIGHUP           reloads the configuration directory: certificates
 //                    re-read, header policy, timeouts and limits for new
 //                    connections; an invalid config is logged and the
@@ -9,7 +9,7 @@
 //                    shutdown_grace_ms to finish), exit 0; a second one
 //                    ends the grace period at once;
 //   SIGPIPE          ignored (a write to a closed peer is an error return).
-#include "common/config.h"
+#include "config.h"
 
 namespace edgepin::nodeproxy {
 

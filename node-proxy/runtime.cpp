@@ -1,12 +1,12 @@
-#include "node-proxy/runtime.h"
+#include "runtime.h"
 
 #include <algorithm>
 #include <future>
 #include <thread>
 #include <tuple>
 
-#include "common/config_diff.h"
-#include "common/log.h"
+#include "config_diff.h"
+#include "log.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -21,7 +21,8 @@ Runtime::Runtime(const config::NodeConfigSet& config) : config_(config), current
   bool any_tls = false;
   for (const config::Listener& l : np.listeners) any_tls = any_tls || l.tls;
   if (any_tls) {
-    if (!np.tls) throw TlsSetupError("a listener terminates TLS but node-proxy.json has no \"tls\" section");
+    if (!np.tls)
+      throw TlsSetupError("a listener terminates TLS but node-proxy.json has no \"tls\" section");
     tls_ = TlsContext::create(*np.tls, config.self.tag, config.self.name);
   }
   for (const config::Listener& l : np.listeners) {
@@ -45,10 +46,12 @@ Runtime::Runtime(const config::NodeConfigSet& config) : config_(config), current
     s.peer = peer_tls_.get();
     s.setup_timeout = np.timeouts.tls_handshake;
     listeners_.push_back(s);
-    for (const config::Node& n : config.peers) node_.peers.push_back(std::make_unique<PeerState>(n));
+    for (const config::Node& n : config.peers)
+      node_.peers.push_back(std::make_unique<PeerState>(n));
   }
   if (config.cluster.affinity.mode == config::AffinityMode::Cookie) {
-    cookie_codec_ = std::make_unique<affinity::CookieCodec>(config.cluster_key.bytes(), config.cluster.name);
+    cookie_codec_ =
+        std::make_unique<affinity::CookieCodec>(config.cluster_key.bytes(), config.cluster.name);
   }
   limit_.max = np.limits.max_connections;
 
@@ -60,8 +63,10 @@ Runtime::Runtime(const config::NodeConfigSet& config) : config_(config), current
   shared_.peer_tls = peer_tls_.get();
   shared_.cookie_codec = cookie_codec_.get();
 
-  const unsigned threads = np.threads ? np.threads : std::max(1u, std::thread::hardware_concurrency());
-  for (unsigned i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>(static_cast<int>(i), shared_));
+  const unsigned threads =
+      np.threads ? np.threads : std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < threads; ++i)
+    workers_.push_back(std::make_unique<Worker>(static_cast<int>(i), shared_));
   health_ = std::make_unique<TomcatHealthChecker>(np.health, np.upstream.address, node_);
   if (peer_tls_ && !node_.peers.empty())
     peer_health_ = std::make_unique<PeerHealthChecker>(np.peer, np.health, *peer_tls_, node_);
@@ -79,20 +84,22 @@ std::string Runtime::start() {
   started_ = true;
   std::string what;
   for (const ListenerSetup& l : listeners_) {
-    what += (what.empty() ? "" : ", ") + l.config->name + " on " + l.config->bind.toString() +
-            (l.peer ? " (peer link, mutual tls" : l.tls.get() ? " (tls" : " (http") +
+    what += (what.empty() ? "" : ", ") + l.config->name + " on " + l.config->bind.to_string() +
+            (l.peer        ? " (peer link, mutual tls"
+             : l.tls.get() ? " (tls"
+                           : " (http") +
             (l.config->proxy_protocol == config::AcceptProxy::None
                  ? ")"
                  : ", proxy " + std::string(config::to_string(l.config->proxy_protocol)) + ")");
   }
-  log::info("node " + config_.self.name + " (tag " + std::to_string(config_.self.tag) + "): started " +
-            std::to_string(workers_.size()) + " workers; listeners: " + what + "; Tomcat at " +
-            config_.proxy.upstream.address.toString());
+  log::info("node " + config_.self.name + " (tag " + std::to_string(config_.self.tag) +
+            "): started " + std::to_string(workers_.size()) + " workers; listeners: " + what +
+            "; Tomcat at " + config_.proxy.upstream.address.to_string());
   if (tls_) {
     std::string certs;
     for (const auto& c : tls_->certificates()) {
-      certs += (certs.empty() ? "" : ", ") + c.cert_file.filename().string() + " (" + std::string(to_string(c.kind)) +
-               (c.is_default ? ", default" : "") + ")";
+      certs += (certs.empty() ? "" : ", ") + c.cert_file.filename().string() + " (" +
+               std::string(to_string(c.kind)) + (c.is_default ? ", default" : "") + ")";
     }
     log::info("tls: " + std::to_string(tls_->certificates().size()) + " certificates: " + certs);
   }
@@ -103,11 +110,13 @@ void Runtime::tick() {
   // Contexts and configurations replaced by reloads, once nothing uses them.
   const auto now = std::chrono::steady_clock::now();
   std::erase_if(retired_tls_, [now](const RetiredTls& r) { return r.free_after <= now; });
-  if (reloaded_.size() > 1 && active_connections() == 0) reloaded_.erase(reloaded_.begin(), reloaded_.end() - 1);
+  if (reloaded_.size() > 1 && active_connections() == 0)
+    reloaded_.erase(reloaded_.begin(), reloaded_.end() - 1);
   if (!tls_) return;
   const tagging::RotateOutcome r = tls_->maybe_rotate_tickets(tagging::Clock::now());
   if (r == tagging::RotateOutcome::Rotated) {
-    log::info("tls: ticket key rotated, epoch " + std::to_string(tls_->ticket_keys()->current_epoch()) + ", " +
+    log::info("tls: ticket key rotated, epoch " +
+              std::to_string(tls_->ticket_keys()->current_epoch()) + ", " +
               std::to_string(tls_->ticket_keys()->size()) + " keys held");
   } else if (r != tagging::RotateOutcome::NotDue) {
     log::error("tls: ticket key rotation failed (" + std::string(tagging::to_string(r)) +
@@ -121,7 +130,9 @@ size_t Runtime::active_connections() const {
   return n;
 }
 
-LocalResponse Runtime::stats_page(bool json) const { return render_stats(collect_stats(stats_source()), json); }
+LocalResponse Runtime::stats_page(bool json) const {
+  return render_stats(collect_stats(stats_source()), json);
+}
 
 StatsSource Runtime::stats_source() const {
   StatsSource src;
@@ -133,7 +144,7 @@ StatsSource Runtime::stats_source() const {
   {
     std::lock_guard lock(tls_mu_);
     src.tls = tls_.get();
-    src.upstream = current_->proxy.upstream.address.toString();
+    src.upstream = current_->proxy.upstream.address.to_string();
     src.affinity_mode = current_->cluster.affinity.mode;
   }
   return src;
@@ -167,7 +178,8 @@ std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
     std::lock_guard lock(tls_mu_);
     // A handshake that read the old context just before the swap ends
     // within its setup timeout; a second covers the read itself.
-    retired_tls_.push_back({std::chrono::steady_clock::now() + longest + std::chrono::seconds(1), std::move(tls_)});
+    retired_tls_.push_back(
+        {std::chrono::steady_clock::now() + longest + std::chrono::seconds(1), std::move(tls_)});
     tls_ = std::move(tls);
   }
   // Everything below only builds objects and hands them over: nothing can
@@ -187,19 +199,21 @@ std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
   };
   const bool new_upstream_pool = upstream_tie(prev.proxy.upstream) != upstream_tie(np.upstream);
   const bool new_peer_pools = peer_pool_tie(prev.proxy.peer) != peer_pool_tie(np.peer);
-  const bool tomcat_check_changed =
-      health_tie(prev.proxy.health) != health_tie(np.health) || prev.proxy.upstream.address != np.upstream.address;
-  const bool peer_check_changed =
-      peer_check_tie(prev.proxy.peer) != peer_check_tie(np.peer) || prev.proxy.health.path != np.health.path;
+  const bool tomcat_check_changed = health_tie(prev.proxy.health) != health_tie(np.health) ||
+                                    prev.proxy.upstream.address != np.upstream.address;
+  const bool peer_check_changed = peer_check_tie(prev.proxy.peer) != peer_check_tie(np.peer) ||
+                                  prev.proxy.health.path != np.health.path;
 
   // The peers. Only a node-proxy started with the peer link has peers (the
   // link's listener and TLS need a restart).
   std::vector<config::Node> running_peers;
   for (const auto& p : node_.peers) running_peers.push_back(*p->node);
   const std::vector<config::Node> no_peers;
-  const config::PeerPlan plan = config::planPeers(running_peers, peer_tls_ ? next->peers : no_peers);
+  const config::PeerPlan plan =
+      config::plan_peers(running_peers, peer_tls_ ? next->peers : no_peers);
   bool peers_changed = plan.kept_from.size() != running_peers.size() || !plan.retired.empty();
-  for (size_t i = 0; i < plan.kept_from.size() && !peers_changed; ++i) peers_changed = plan.kept_from[i] != i;
+  for (size_t i = 0; i < plan.kept_from.size() && !peers_changed; ++i)
+    peers_changed = plan.kept_from[i] != i;
 
   // The checker reads every PeerState it checks: it stops before any of
   // them goes, and a new one starts on the new list.
@@ -251,7 +265,8 @@ std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
   codec.reset();
 
   if (restart_peer_checks && peer_tls_ && !node_.peers.empty()) {
-    peer_health_ = std::make_unique<PeerHealthChecker>(np.peer, np.health, *peer_tls_, node_, kept_state);
+    peer_health_ =
+        std::make_unique<PeerHealthChecker>(np.peer, np.health, *peer_tls_, node_, kept_state);
     peer_health_->start();
   }
   if (tomcat_check_changed) {
@@ -262,7 +277,8 @@ std::string Runtime::reload(std::shared_ptr<const config::NodeConfigSet> next) {
   return {};
 }
 
-void Runtime::reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool, bool new_peer_pools) {
+void Runtime::reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool,
+                              bool new_peer_pools) {
   WorkerRouting routing;
   routing.config = &next;
   for (const auto& p : node_.peers) routing.peers.push_back(p.get());
@@ -292,7 +308,8 @@ void Runtime::stop_accepting() {
 void Runtime::close_all() {
   if (!started_) return;
   started_ = false;
-  if (size_t left = active_connections()) log::info("closing " + std::to_string(left) + " remaining connections");
+  if (size_t left = active_connections())
+    log::info("closing " + std::to_string(left) + " remaining connections");
   // Close the rest on their own threads, and wait until each worker has.
   for (auto& w : workers_) {
     std::promise<void> ended;

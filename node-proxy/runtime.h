@@ -9,15 +9,15 @@
 #include <string>
 #include <vector>
 
-#include "common/config.h"
-#include "node-proxy/affinity.h"
-#include "node-proxy/client_handshake.h"
-#include "node-proxy/peer_tls.h"
-#include "node-proxy/stats.h"
-#include "node-proxy/tls_context.h"
-#include "node-proxy/tomcat_check.h"
-#include "node-proxy/worker.h"
-#include "node-proxy/worker_context.h"
+#include "affinity.h"
+#include "client_handshake.h"
+#include "config.h"
+#include "peer_tls.h"
+#include "stats.h"
+#include "tls_context.h"
+#include "tomcat_check.h"
+#include "worker.h"
+#include "worker_context.h"
 
 namespace edgepin::nodeproxy {
 
@@ -80,7 +80,8 @@ class Runtime {
   const config::NodeConfigSet* current_ = nullptr;
   NodeState node_;
   ConnectionLimit limit_;
-  std::unique_ptr<TlsContext> tls_;  // replaced by reload() (guarded by tls_mu_ for readers, as is current_)
+  std::unique_ptr<TlsContext>
+      tls_;  // replaced by reload() (guarded by tls_mu_ for readers, as is current_)
   mutable std::mutex tls_mu_;
   // Contexts replaced by a reload, kept until every handshake that started
   // on them is over (the handshake timeout has passed): until then
@@ -101,7 +102,8 @@ class Runtime {
   std::unique_ptr<affinity::CookieCodec> cookie_codec_;  // replaced by every reload
   // Hands the routing part of a reload to every worker and waits until
   // each has taken it.
-  void reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool, bool new_peer_pools);
+  void reroute_workers(const config::NodeConfigSet& next, bool new_upstream_pool,
+                       bool new_peer_pools);
   std::vector<ListenerSetup> listeners_;
   WorkerShared shared_;
   std::vector<std::unique_ptr<Worker>> workers_;

@@ -1,17 +1,16 @@
-#include "node-proxy/stats.h"
+#include "stats.h"
 
 #include <nlohmann/json.hpp>
 
 #include <utility>
 #include <vector>
 
-#include "common/stats_http_server.h"
 #include "edgepin/version.h"
-#include "node-proxy/tls_context.h"
+#include "stats_http_server.h"
+#include "tls_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
-
 
 // "3d 04:05:06"
 std::string format_uptime(int64_t s) {
@@ -96,13 +95,11 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
   j["tomcat"] = {{"address", s.upstream}, {"up", s.tomcat_up}};
   j["connections"] = fields_json(connection_fields(s));
   nlohmann::ordered_json by_class;
-  for (size_t i = 0; i < s.responses_by_class.size(); ++i) by_class[kClassNames[i]] = s.responses_by_class[i];
+  for (size_t i = 0; i < s.responses_by_class.size(); ++i)
+    by_class[kClassNames[i]] = s.responses_by_class[i];
   j["requests"] = {
-      {"total", s.requests},
-      {"responses", by_class},
-      {"errors", s.request_errors},
-      {"bytes_in", s.bytes_in},
-      {"bytes_out", s.bytes_out},
+      {"total", s.requests},    {"responses", by_class},    {"errors", s.request_errors},
+      {"bytes_in", s.bytes_in}, {"bytes_out", s.bytes_out},
   };
   j["upstream"] = fields_json(upstream_fields(s));
   nlohmann::ordered_json tls = fields_json(tls_fields(s));
@@ -123,7 +120,8 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
       {"relay_fallbacks", s.relay_fallbacks},
   };
   nlohmann::ordered_json nodes = nlohmann::ordered_json::array();
-  for (const PeerHealthSnapshot& p : s.peers) nodes.push_back({{"name", p.name}, {"address", p.address}, {"up", p.up}});
+  for (const PeerHealthSnapshot& p : s.peers)
+    nodes.push_back({{"name", p.name}, {"address", p.address}, {"up", p.up}});
   nlohmann::ordered_json peer_link = fields_json(peer_link_fields(s));
   peer_link["peers"] = nodes;
   j["peer_link"] = peer_link;
@@ -133,23 +131,30 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
 void row(std::string& html, std::string_view name, const std::string& value) {
   html += "<tr><th>" + html_escape(name) + "</th><td>" + html_escape(value) + "</td></tr>\n";
 }
-void row(std::string& html, std::string_view name, uint64_t value) { row(html, name, std::to_string(value)); }
+void row(std::string& html, std::string_view name, uint64_t value) {
+  row(html, name, std::to_string(value));
+}
 void rows(std::string& html, const Fields& fields) {
   for (const Field& f : fields) row(html, f.label, f.value);
 }
 
-std::string up_badge(bool up) { return up ? "<b class=\"up\">UP</b>" : "<b class=\"down\">DOWN</b>"; }
+std::string up_badge(bool up) {
+  return up ? "<b class=\"up\">UP</b>" : "<b class=\"down\">DOWN</b>";
+}
 
 std::string to_html(const StatsSnapshot& s) {
   std::string h;
-  h += "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgepin node-proxy " + html_escape(s.node_name) +
-       "</title>\n<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;margin-bottom:1em}"
+  h += "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>edgepin node-proxy " +
+       html_escape(s.node_name) +
+       "</"
+       "title>\n<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;"
+       "margin-bottom:1em}"
        "th,td{border:1px solid #ccc;padding:.2em .6em;text-align:left}th{background:#f4f4f4}"
        ".up{color:#080}.down{color:#b00}</style></head><body>\n";
   h += "<h1>edgepin node-proxy: " + html_escape(s.node_name) + "</h1>\n";
-  h += "<p>cluster " + html_escape(s.cluster_name) + ", tag " + std::to_string(s.node_tag) + ", version " +
-       html_escape(s.version) + ", up " + format_uptime(s.uptime_s) + ", " + std::to_string(s.workers) +
-       " workers</p>\n";
+  h += "<p>cluster " + html_escape(s.cluster_name) + ", tag " + std::to_string(s.node_tag) +
+       ", version " + html_escape(s.version) + ", up " + format_uptime(s.uptime_s) + ", " +
+       std::to_string(s.workers) + " workers</p>\n";
   h += std::string("<p>Tomcat ") + html_escape(s.upstream) + ": " + up_badge(s.tomcat_up) +
        (s.draining ? " &mdash; <b class=\"down\">draining</b>" : "") + "</p>\n";
 
@@ -157,7 +162,8 @@ std::string to_html(const StatsSnapshot& s) {
   rows(h, connection_fields(s));
   h += "</table>\n<h2>Requests</h2><table>\n";
   row(h, "requests", s.requests);
-  for (size_t i = 1; i < s.responses_by_class.size(); ++i) row(h, kClassNames[i], s.responses_by_class[i]);
+  for (size_t i = 1; i < s.responses_by_class.size(); ++i)
+    row(h, kClassNames[i], s.responses_by_class[i]);
   row(h, "other status", s.responses_by_class[0]);
   row(h, "rejected requests", s.request_errors);
   row(h, "bytes from clients", s.bytes_in);
@@ -180,8 +186,8 @@ std::string to_html(const StatsSnapshot& s) {
   h += "</table>\n<h2>Peer link</h2><table>\n";
   rows(h, peer_link_fields(s));
   for (const PeerHealthSnapshot& p : s.peers)
-    h += "<tr><th>" + html_escape(p.name) + " " + html_escape(p.address) + "</th><td>" + up_badge(p.up) +
-         "</td></tr>\n";
+    h += "<tr><th>" + html_escape(p.name) + " " + html_escape(p.address) + "</th><td>" +
+         up_badge(p.up) + "</td></tr>\n";
   h += "</table>\n</body></html>\n";
   return h;
 }
@@ -191,7 +197,8 @@ std::string to_html(const StatsSnapshot& s) {
 LocalResponse render_health(const NodeState& node, HealthAudience audience) {
   LocalResponse r;
   const bool up = node.tomcat_up.load(std::memory_order_relaxed);
-  const bool draining = audience == HealthAudience::Balancer && node.draining.load(std::memory_order_relaxed);
+  const bool draining =
+      audience == HealthAudience::Balancer && node.draining.load(std::memory_order_relaxed);
   if (up && !draining) {
     r.status = 200;
     r.body = "UP\n";
@@ -226,7 +233,8 @@ StatsSnapshot collect_stats(const StatsSource& src) {
     s.proxy_header_timeouts += c->proxy_header_timeouts.get();
     s.proxy_header_closed += c->proxy_header_closed.get();
     s.requests += c->requests.get();
-    for (size_t i = 0; i < s.responses_by_class.size(); ++i) s.responses_by_class[i] += c->responses_by_class[i].get();
+    for (size_t i = 0; i < s.responses_by_class.size(); ++i)
+      s.responses_by_class[i] += c->responses_by_class[i].get();
     for (const Counter& e : c->request_errors) s.request_errors += e.get();
     s.bytes_in += c->bytes_in.get();
     s.bytes_out += c->bytes_out.get();
@@ -251,14 +259,21 @@ StatsSnapshot collect_stats(const StatsSource& src) {
     s.peer_retries += c->peer_retries.get();
   }
   switch (src.affinity_mode) {
-    case config::AffinityMode::Cookie: s.affinity_mode = "cookie"; break;
-    case config::AffinityMode::JvmRoute: s.affinity_mode = "jvmroute"; break;
-    case config::AffinityMode::None: s.affinity_mode = "none"; break;
+    case config::AffinityMode::Cookie:
+      s.affinity_mode = "cookie";
+      break;
+    case config::AffinityMode::JvmRoute:
+      s.affinity_mode = "jvmroute";
+      break;
+    case config::AffinityMode::None:
+      s.affinity_mode = "none";
+      break;
   }
   if (src.node) {
     std::lock_guard lock(src.node->peers_mu);  // a reload may replace the list
     for (const auto& p : src.node->peers)
-      s.peers.push_back(PeerHealthSnapshot{p->node->name, p->node->endpoint(config::NodePort::Peer).toString(),
+      s.peers.push_back(PeerHealthSnapshot{p->node->name,
+                                           p->node->endpoint(config::NodePort::Peer).to_string(),
                                            p->up.load(std::memory_order_relaxed)});
   }
   if (src.tls) {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "node-proxy/counters.h"
-#include "node-proxy/worker_context.h"
+#include "counters.h"
+#include "worker_context.h"
 
 namespace edgepin::nodeproxy {
 
@@ -31,7 +31,8 @@ enum class HealthAudience : uint8_t { Balancer, Peer };
 // 200 "UP\n" if node.tomcat_up and (!node.draining or the audience is a
 // peer); else 503 "DOWN: tomcat not responding\n" or "DOWN: draining\n"
 // (the Tomcat reason first when both hold). text/plain.
-LocalResponse render_health(const NodeState& node, HealthAudience audience = HealthAudience::Balancer);
+LocalResponse render_health(const NodeState& node,
+                            HealthAudience audience = HealthAudience::Balancer);
 
 // What the stats page reads.
 struct StatsSource {

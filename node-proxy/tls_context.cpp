@@ -1,4 +1,4 @@
-#include "node-proxy/tls_context.h"
+#include "tls_context.h"
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <span>
 
-#include "common/log.h"
+#include "log.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -16,7 +16,6 @@ using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, CDeleter<GENERAL_NAMES_fr
 // Ticket keys kept beyond those the grace period needs: the current key
 // and one being retired while the timer catches up.
 constexpr size_t kExtraTicketKeys = 2;
-
 
 [[noreturn]] void fail(std::string_view what) {
   throw TlsSetupError(std::string(what) + ": " + openssl_errors());
@@ -35,7 +34,8 @@ int refuse_passphrase(char*, int, int, void*) { return 0; }
 // that is not also a SAN only matters for old certificates).
 std::vector<std::string> certificate_names(X509* cert) {
   std::vector<std::string> names;
-  GeneralNamesPtr sans(static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
+  GeneralNamesPtr sans(
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr)));
   if (sans) {
     for (int i = 0; i < sk_GENERAL_NAME_num(sans.get()); ++i) {
       const GENERAL_NAME* gn = sk_GENERAL_NAME_value(sans.get(), i);
@@ -73,9 +73,11 @@ std::unique_ptr<TlsContext> TlsContext::create(const config::TlsConfig& config, 
   self->tickets_enabled_ = config.tickets.enabled;
   self->tls13_enabled_ = config.max_version == config::TlsVersion::V1_3;
   self->session_id_context_ = std::string(kSessionIdContextPrefix) + std::string(node_name);
-  self->session_id_context_.resize(std::min<size_t>(self->session_id_context_.size(), SSL_MAX_SID_CTX_LENGTH));
+  self->session_id_context_.resize(
+      std::min<size_t>(self->session_id_context_.size(), SSL_MAX_SID_CTX_LENGTH));
   for (const std::string& p : config.alpn) {
-    if (p.empty() || p.size() > 255) throw TlsSetupError("tls: ALPN protocol \"" + p + "\" must be 1..255 bytes");
+    if (p.empty() || p.size() > 255)
+      throw TlsSetupError("tls: ALPN protocol \"" + p + "\" must be 1..255 bytes");
     self->alpn_wire_.push_back(static_cast<uint8_t>(p.size()));
     self->alpn_wire_.insert(self->alpn_wire_.end(), p.begin(), p.end());
   }
@@ -87,10 +89,12 @@ std::unique_ptr<TlsContext> TlsContext::create(const config::TlsConfig& config, 
     tagging::TicketKeyRingOptions options;
     options.rotate_interval = config.tickets.rotate;
     options.grace_period = config.tickets.grace;
-    const auto needed = static_cast<size_t>(config.tickets.grace / config.tickets.rotate) + kExtraTicketKeys;
+    const auto needed =
+        static_cast<size_t>(config.tickets.grace / config.tickets.rotate) + kExtraTicketKeys;
     options.max_keys = std::min(needed, tagging::kMaxTicketKeys);
     self->ring_ = tagging::TicketKeyRing::create(tag, options, tagging::Clock::now());
-    if (!self->ring_) throw TlsSetupError("tls: cannot create the ticket key ring (tag, intervals or RAND)");
+    if (!self->ring_)
+      throw TlsSetupError("tls: cannot create the ticket key ring (tag, intervals or RAND)");
   }
   if (config.tickets.enabled && config.tickets.grace < config.session_cache.timeout) {
     // A ticket lives as long as a session (SSL_CTX_set_timeout); a key
@@ -131,7 +135,8 @@ void TlsContext::apply_settings(SSL_CTX* ctx, const config::TlsConfig& config, n
   if (SSL_CTX_set_min_proto_version(ctx, to_openssl_version(config.min_version)) != 1 ||
       SSL_CTX_set_max_proto_version(ctx, to_openssl_version(config.max_version)) != 1)
     fail(where + ": protocol versions");
-  if (SSL_CTX_set_cipher_list(ctx, config.ciphers.c_str()) != 1) fail(where + ": ciphers \"" + config.ciphers + "\"");
+  if (SSL_CTX_set_cipher_list(ctx, config.ciphers.c_str()) != 1)
+    fail(where + ": ciphers \"" + config.ciphers + "\"");
   if (SSL_CTX_set_ciphersuites(ctx, config.ciphersuites.c_str()) != 1)
     fail(where + ": ciphersuites \"" + config.ciphersuites + "\"");
   if (!config.groups.empty() && SSL_CTX_set1_groups_list(ctx, config.groups.c_str()) != 1)
@@ -140,8 +145,8 @@ void TlsContext::apply_settings(SSL_CTX* ctx, const config::TlsConfig& config, n
   // operator may add to the cipher list.
   SSL_CTX_set_dh_auto(ctx, 1);
 
-  uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_PRIORITIZE_CHACHA |
-                     SSL_OP_NO_COMPRESSION;
+  uint64_t options = SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+                     SSL_OP_PRIORITIZE_CHACHA | SSL_OP_NO_COMPRESSION;
   if (!config.tickets.enabled) options |= SSL_OP_NO_TICKET;
   SSL_CTX_set_options(ctx, options);
   // RELEASE_BUFFERS: an idle keep-alive connection holds no 34 KiB of
@@ -154,10 +159,12 @@ void TlsContext::apply_settings(SSL_CTX* ctx, const config::TlsConfig& config, n
   // tickets. The ID context must be equal on every context, or
   // SSL_set_SSL_CTX would leave a connection with the front's and a
   // session made on one certificate's context would not resume.
-  if (SSL_CTX_set_session_id_context(ctx, reinterpret_cast<const unsigned char*>(session_id_context_.data()),
-                                     static_cast<unsigned int>(session_id_context_.size())) != 1)
+  if (SSL_CTX_set_session_id_context(
+          ctx, reinterpret_cast<const unsigned char*>(session_id_context_.data()),
+          static_cast<unsigned int>(session_id_context_.size())) != 1)
     fail(where + ": session ID context");
-  SSL_CTX_set_session_cache_mode(ctx, config.session_cache.enabled ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_session_cache_mode(
+      ctx, config.session_cache.enabled ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
   SSL_CTX_sess_set_cache_size(ctx, static_cast<long>(config.session_cache.size));
   // Also the lifetime of tickets (their lifetime hint).
   SSL_CTX_set_timeout(ctx, static_cast<long>(config.session_cache.timeout.count()));
@@ -165,14 +172,16 @@ void TlsContext::apply_settings(SSL_CTX* ctx, const config::TlsConfig& config, n
     // TLS 1.3 would still send stateful tickets that nothing can resume.
     SSL_CTX_set_num_tickets(ctx, 0);
   }
-  if (tagging::InstallError e = tagging::install_node_tagging(ctx, tag, ring_); e != tagging::InstallError::None)
+  if (tagging::InstallError e = tagging::install_node_tagging(ctx, tag, ring_);
+      e != tagging::InstallError::None)
     throw TlsSetupError(where + ": node-tagged resumption: " + std::string(tagging::to_string(e)));
 
   if (!alpn_wire_.empty()) SSL_CTX_set_alpn_select_cb(ctx, on_alpn, this);
 }
 
-void TlsContext::load_certificate(const config::CertificateFile& file, const config::TlsConfig& config,
-                                  nodetag::Tag tag, bool is_default) {
+void TlsContext::load_certificate(const config::CertificateFile& file,
+                                  const config::TlsConfig& config, nodetag::Tag tag,
+                                  bool is_default) {
   const std::string cert_path = file.cert_file.string();
   const std::string key_path = file.key_file.string();
   SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()));
@@ -184,7 +193,8 @@ void TlsContext::load_certificate(const config::CertificateFile& file, const con
     fail("tls certificate " + cert_path);
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_path.c_str(), SSL_FILETYPE_PEM) != 1)
     fail("tls key " + key_path);
-  if (SSL_CTX_check_private_key(ctx.get()) != 1) fail("tls key " + key_path + " does not match " + cert_path);
+  if (SSL_CTX_check_private_key(ctx.get()) != 1)
+    fail("tls key " + key_path + " does not match " + cert_path);
 
   X509* cert = SSL_CTX_get0_certificate(ctx.get());
   EVP_PKEY* pub = cert ? X509_get0_pubkey(cert) : nullptr;
@@ -193,8 +203,12 @@ void TlsContext::load_certificate(const config::CertificateFile& file, const con
   info.cert_file = file.cert_file;
   info.is_default = is_default;
   switch (EVP_PKEY_get_base_id(pub)) {
-    case EVP_PKEY_RSA: info.kind = KeyKind::Rsa; break;
-    case EVP_PKEY_EC: info.kind = KeyKind::Ecdsa; break;
+    case EVP_PKEY_RSA:
+      info.kind = KeyKind::Rsa;
+      break;
+    case EVP_PKEY_EC:
+      info.kind = KeyKind::Ecdsa;
+      break;
     default:
       throw TlsSetupError("tls certificate " + cert_path + ": key type " +
                           std::string(OBJ_nid2sn(EVP_PKEY_get_base_id(pub))) +
@@ -203,7 +217,8 @@ void TlsContext::load_certificate(const config::CertificateFile& file, const con
   const std::vector<std::string> raw_names = certificate_names(cert);
   info.names = index_.add(contexts_.size(), info.kind, raw_names);
   if (info.names.empty() && !is_default) {
-    log::warning("tls certificate " + cert_path + " names no DNS name: it can only be the default certificate");
+    log::warning("tls certificate " + cert_path +
+                 " names no DNS name: it can only be the default certificate");
   }
   contexts_.push_back(std::move(ctx));
   certificates_.push_back(std::move(info));
@@ -225,7 +240,8 @@ ClientCapabilities TlsContext::capabilities_of(SSL* ssl) const {
   if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_signature_algorithms, &data, &len) == 1)
     sigalgs = parse_signature_algorithms({data, len});
   bool tls13 = false;
-  if (tls13_enabled_ && SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &data, &len) == 1)
+  if (tls13_enabled_ &&
+      SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_supported_versions, &data, &len) == 1)
     tls13 = offers_tls13({data, len});
 
   ClientCapabilities caps;
@@ -262,7 +278,8 @@ int TlsContext::on_client_hello(SSL* ssl, int* alert, void* arg) {
     // with decode_error when it parses the extension itself.
     if (auto name = parse_server_name({data, len})) sni = *name;
   }
-  const CertificateIndex::Selection selection = self->index_.select(sni, self->capabilities_of(ssl));
+  const CertificateIndex::Selection selection =
+      self->index_.select(sni, self->capabilities_of(ssl));
   SSL_CTX* target = self->contexts_[selection.id].get();
   if (SSL_get_SSL_CTX(ssl) != target && SSL_set_SSL_CTX(ssl, target) != target) {
     *alert = SSL_AD_INTERNAL_ERROR;
@@ -271,8 +288,8 @@ int TlsContext::on_client_hello(SSL* ssl, int* alert, void* arg) {
   return SSL_CLIENT_HELLO_SUCCESS;
 }
 
-int TlsContext::on_alpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-                        unsigned int inlen, void* arg) {
+int TlsContext::on_alpn(SSL*, const unsigned char** out, unsigned char* outlen,
+                        const unsigned char* in, unsigned int inlen, void* arg) {
   const auto* self = static_cast<const TlsContext*>(arg);
   unsigned char* selected = nullptr;
   unsigned char selected_len = 0;

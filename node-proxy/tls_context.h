@@ -14,7 +14,7 @@
 //
 // Every context gets the same settings: versions, ciphers, groups, options
 // (no renegotiation, server cipher preference, released buffers), ALPN, and
-// node-tagged resumption (common/session_tagging.h: tagged TLS 1.2 session
+// node-tagged resumption (common/tls/session_tagging.h: tagged TLS 1.2 session
 // IDs, tickets sealed under the node's rotating key ring). The front context
 // is the "session context" of every connection, so there is one session
 // cache and one ticket callback for all certificates; the tagging callbacks
@@ -31,11 +31,11 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config_node_proxy.h"
-#include "common/node_tag.h"
-#include "common/session_tagging.h"
-#include "common/ssl_ptr.h"
-#include "node-proxy/cert_index.h"
+#include "cert_index.h"
+#include "config_node_proxy.h"
+#include "node_tag.h"
+#include "session_tagging.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
@@ -103,8 +103,8 @@ class TlsContext {
   // SSL_CTX_set_alpn_select_cb: the first of our protocols the client also
   // offers. A client that offers only protocols we do not speak gets a
   // no_application_protocol alert (RFC 7301 3.2).
-  static int on_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
-                     unsigned int inlen, void* arg);
+  static int on_alpn(SSL* ssl, const unsigned char** out, unsigned char* outlen,
+                     const unsigned char* in, unsigned int inlen, void* arg);
 
   ClientCapabilities capabilities_of(SSL* ssl) const;
   void apply_settings(SSL_CTX* ctx, const config::TlsConfig& config, nodetag::Tag tag,

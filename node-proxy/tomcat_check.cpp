@@ -1,4 +1,4 @@
-#include "node-proxy/tomcat_check.h"
+#include "tomcat_check.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -8,10 +8,10 @@
 #include <functional>
 #include <vector>
 
-#include "common/http1.h"
-#include "common/log.h"
-#include "node-proxy/peer_tls.h"
-#include "node-proxy/worker_context.h"
+#include "http1.h"
+#include "log.h"
+#include "peer_tls.h"
+#include "worker_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -20,7 +20,8 @@ namespace {
 constexpr uint16_t kFirstServerErrorStatus = 500;
 
 timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000), static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
+  return timeval{static_cast<time_t>(ms.count() / 1000),
+                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
 }
 
 }  // namespace
@@ -56,7 +57,7 @@ class HealthProbe {
     }
     tick_.reset(evtimer_new(base_, tick_cb, this));
     deadline_.reset(evtimer_new(base_, deadline_cb, this));
-    request_ = "GET " + target_.path + " HTTP/1.1\r\nHost: " + target_.address.toString() +
+    request_ = "GET " + target_.path + " HTTP/1.1\r\nHost: " + target_.address.to_string() +
                "\r\nUser-Agent: edgepin-node-proxy-check\r\nConnection: close\r\n\r\n";
   }
 
@@ -67,7 +68,9 @@ class HealthProbe {
   }
 
  private:
-  static void tick_cb(evutil_socket_t, short, void* arg) { static_cast<HealthProbe*>(arg)->begin(); }
+  static void tick_cb(evutil_socket_t, short, void* arg) {
+    static_cast<HealthProbe*>(arg)->begin();
+  }
   static void deadline_cb(evutil_socket_t, short, void* arg) {
     static_cast<HealthProbe*>(arg)->done(CheckOutcome::Timeout, 0);
   }
@@ -79,7 +82,8 @@ class HealthProbe {
       bufferevent_write(p->conn_.get(), p->request_.data(), p->request_.size());
       bufferevent_enable(p->conn_.get(), EV_READ);
     } else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
-      if (!p->connected_ && p->target_.new_ssl && p->tls_refused()) return p->done(CheckOutcome::TlsFailed, 0);
+      if (!p->connected_ && p->target_.new_ssl && p->tls_refused())
+        return p->done(CheckOutcome::TlsFailed, 0);
       p->done(p->connected_ ? CheckOutcome::Closed : CheckOutcome::ConnectFailed, 0);
     }
   }
@@ -88,7 +92,8 @@ class HealthProbe {
   // refused or reset TCP connect); drains libevent's error list.
   bool tls_refused() {
     bool any = false;
-    while (unsigned long e = bufferevent_get_openssl_error(conn_.get())) any = any || ERR_GET_LIB(e) != 0;
+    while (unsigned long e = bufferevent_get_openssl_error(conn_.get()))
+      any = any || ERR_GET_LIB(e) != 0;
     return any;
   }
 
@@ -108,8 +113,8 @@ class HealthProbe {
       // so the bufferevent, its SSL and the peer SSL_CTX would never be
       // freed (LeakSanitizer saw it at exit). libevent keeps a reference
       // while it runs our callbacks, so done() may free conn_ from them.
-      conn_.reset(bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
-                                                 BEV_OPT_CLOSE_ON_FREE));
+      conn_.reset(bufferevent_openssl_socket_new(
+          base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE));
       if (conn_) bufferevent_openssl_set_allow_dirty_shutdown(conn_.get(), 1);
     } else {
       conn_.reset(bufferevent_socket_new(base_, -1, BEV_OPT_CLOSE_ON_FREE));
@@ -117,8 +122,9 @@ class HealthProbe {
     if (!conn_) return done(CheckOutcome::ConnectFailed, 0);
     bufferevent_setcb(conn_.get(), read_cb, nullptr, event_cb, this);
     sockaddr_storage ss{};
-    const socklen_t len = target_.address.toSockaddr(ss);
-    if (bufferevent_socket_connect(conn_.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0)
+    const socklen_t len = target_.address.to_sockaddr(ss);
+    if (bufferevent_socket_connect(conn_.get(), reinterpret_cast<sockaddr*>(&ss),
+                                   static_cast<int>(len)) < 0)
       done(CheckOutcome::ConnectFailed, 0);
   }
 
@@ -144,7 +150,8 @@ class HealthProbe {
     evtimer_del(deadline_.get());
     conn_.reset();
     parser_.reset();
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started_);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - started_);
     std::string detail(to_string(outcome));
     if (status) detail += " " + std::to_string(status);
     detail += ", " + std::to_string(ms.count()) + " ms";
@@ -157,20 +164,21 @@ class HealthProbe {
       successes_ = outcome == CheckOutcome::Ok ? target_.rise : 0;
       failures_ = outcome == CheckOutcome::Ok ? 0 : target_.fall;
       (outcome == CheckOutcome::Ok ? log::info : log::warning)(
-          target_.label + " is " + (outcome == CheckOutcome::Ok ? "UP" : "DOWN") + " (first check: " + detail + ")");
+          target_.label + " is " + (outcome == CheckOutcome::Ok ? "UP" : "DOWN") +
+          " (first check: " + detail + ")");
     } else if (outcome == CheckOutcome::Ok) {
       failures_ = 0;
       if (++successes_ >= target_.rise && !was_up) {
         verdict.store(true, std::memory_order_relaxed);
-        log::warning(target_.label + " is UP (" + std::to_string(successes_) + " checks passed, last: " + detail +
-                     ")");
+        log::warning(target_.label + " is UP (" + std::to_string(successes_) +
+                     " checks passed, last: " + detail + ")");
       }
     } else {
       successes_ = 0;
       if (++failures_ >= target_.fall && was_up) {
         verdict.store(false, std::memory_order_relaxed);
-        log::warning(target_.label + " is DOWN (" + std::to_string(failures_) + " checks failed, last: " + detail +
-                     ")");
+        log::warning(target_.label + " is DOWN (" + std::to_string(failures_) +
+                     " checks failed, last: " + detail + ")");
       }
     }
     const timeval interval = to_timeval(target_.interval);
@@ -192,13 +200,14 @@ class HealthProbe {
   uint32_t failures_ = 0;
 };
 
-TomcatHealthChecker::TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream,
-                                         NodeState& node, bool keep_state)
+TomcatHealthChecker::TomcatHealthChecker(const config::NodeHealthConfig& settings,
+                                         const SocketAddress& upstream, NodeState& node,
+                                         bool keep_state)
     : loop_("np-health") {
   // Down until the first check says otherwise.
   if (!keep_state) node.tomcat_up.store(false, std::memory_order_relaxed);
   ProbeTarget t;
-  t.label = "Tomcat at " + upstream.toString();
+  t.label = "Tomcat at " + upstream.to_string();
   t.address = upstream;
   t.path = settings.check_path;
   t.interval = settings.check_interval;
@@ -228,8 +237,9 @@ void TomcatHealthChecker::stop() { loop_.stop(); }
 
 namespace edgepin::nodeproxy {
 
-PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health,
-                                     const PeerTls& tls, NodeState& node, const std::vector<bool>& keep_state)
+PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer,
+                                     const config::NodeHealthConfig& health, const PeerTls& tls,
+                                     NodeState& node, const std::vector<bool>& keep_state)
     : loop_("np-peer-health") {
   for (size_t i = 0; i < node.peers.size(); ++i) {
     const auto& p = node.peers[i];
@@ -237,7 +247,7 @@ PeerHealthChecker::PeerHealthChecker(const config::PeerConfig& peer, const confi
     if (!keep) p->up.store(false, std::memory_order_relaxed);  // down until checked
     ProbeTarget t;
     const SocketAddress address = p->node->endpoint(config::NodePort::Peer);
-    t.label = "peer " + p->node->name + " at " + address.toString();
+    t.label = "peer " + p->node->name + " at " + address.to_string();
     t.address = address;
     t.path = health.path;
     t.interval = peer.check_interval;

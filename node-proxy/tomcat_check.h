@@ -30,23 +30,23 @@
 #include <string_view>
 #include <vector>
 
-#include "common/config_node_proxy.h"
-#include "common/event_loop.h"
-#include "common/net_address.h"
-#include "common/ssl_ptr.h"
+#include "config_node_proxy.h"
+#include "event_loop.h"
+#include "net_address.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
 struct NodeState;
 class PeerTls;
 
-#define EDGEPIN_TOMCAT_CHECK_OUTCOMES(X)                                      \
-  X(Ok, "ok")                                                                 \
-  X(ConnectFailed, "connect_failed") /* refused, unreachable */               \
-  X(Timeout, "timeout")              /* no status line within the timeout */  \
-  X(Closed, "closed")                /* closed before a complete head */      \
-  X(BadStatus, "bad_status")         /* 5xx */                                \
-  X(BadResponse, "bad_response")     /* not an HTTP/1.x response head */      \
+#define EDGEPIN_TOMCAT_CHECK_OUTCOMES(X)                                     \
+  X(Ok, "ok")                                                                \
+  X(ConnectFailed, "connect_failed") /* refused, unreachable */              \
+  X(Timeout, "timeout")              /* no status line within the timeout */ \
+  X(Closed, "closed")                /* closed before a complete head */     \
+  X(BadStatus, "bad_status")         /* 5xx */                               \
+  X(BadResponse, "bad_response")     /* not an HTTP/1.x response head */     \
   X(TlsFailed, "tls_failed")         /* peer link: handshake refused */
 
 enum class CheckOutcome : uint8_t {
@@ -58,7 +58,8 @@ enum class CheckOutcome : uint8_t {
 constexpr std::string_view to_string(CheckOutcome o) {
   switch (o) {
 #define EDGEPIN_X(name, text) \
-  case CheckOutcome::name: return text;
+  case CheckOutcome::name:    \
+    return text;
     EDGEPIN_TOMCAT_CHECK_OUTCOMES(EDGEPIN_X)
 #undef EDGEPIN_X
   }
@@ -76,8 +77,8 @@ class TomcatHealthChecker {
   // Checks `upstream` (host:port of Tomcat) as `settings` says and writes
   // the verdict to `node.tomcat_up` (reset to down first unless
   // `keep_state`). `node` must outlive the checker.
-  TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream, NodeState& node,
-                      bool keep_state = false);
+  TomcatHealthChecker(const config::NodeHealthConfig& settings, const SocketAddress& upstream,
+                      NodeState& node, bool keep_state = false);
   ~TomcatHealthChecker();  // stops the thread
   TomcatHealthChecker(const TomcatHealthChecker&) = delete;
   TomcatHealthChecker& operator=(const TomcatHealthChecker&) = delete;
@@ -97,8 +98,8 @@ class PeerHealthChecker {
   // `peer` and `health` (the path) say. Entry i starts down unless
   // keep_state[i] (missing entries: false). `tls` and every PeerState of
   // the list must outlive the checker (a reload stops it first).
-  PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health, const PeerTls& tls,
-                    NodeState& node, const std::vector<bool>& keep_state = {});
+  PeerHealthChecker(const config::PeerConfig& peer, const config::NodeHealthConfig& health,
+                    const PeerTls& tls, NodeState& node, const std::vector<bool>& keep_state = {});
   ~PeerHealthChecker();  // stops the thread
   PeerHealthChecker(const PeerHealthChecker&) = delete;
   PeerHealthChecker& operator=(const PeerHealthChecker&) = delete;

@@ -1,4 +1,4 @@
-#include "node-proxy/upstream_pool.h"
+#include "upstream_pool.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -10,7 +10,7 @@
 
 #include <cerrno>
 
-#include "node-proxy/counters.h"
+#include "counters.h"
 
 namespace edgepin::nodeproxy {
 
@@ -37,11 +37,12 @@ bool still_open(bufferevent* bev) {
 
 }  // namespace
 
-UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config, NodeCounters& counters)
+UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config,
+                           NodeCounters& counters)
     : UpstreamPool(base, config, counters.upstream_connects, counters.upstream_reuses) {}
 
-UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config, Counter& connects,
-                           Counter& reuses, SslFactory new_ssl)
+UpstreamPool::UpstreamPool(event_base* base, const config::UpstreamConfig& config,
+                           Counter& connects, Counter& reuses, SslFactory new_ssl)
     : base_(base),
       config_(config),
       connects_(connects),
@@ -69,7 +70,7 @@ BufferEventPtr UpstreamPool::take_idle() {
 
 BufferEventPtr UpstreamPool::connect(int& error) {
   sockaddr_storage ss{};
-  socklen_t len = config_.address.toSockaddr(ss);
+  socklen_t len = config_.address.to_sockaddr(ss);
   if (new_ssl_) return connect_tls(ss, len, error);
   evutil_socket_t fd = ::socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) {
@@ -89,7 +90,8 @@ BufferEventPtr UpstreamPool::connect(int& error) {
   connects_.add();
   // The connect waits for writability: the write timeout bounds it.
   bufferevent_set_timeouts(bev.get(), nullptr, &connect_timeout_);
-  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&ss), static_cast<int>(len)) < 0) {
+  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&ss),
+                                 static_cast<int>(len)) < 0) {
     error = EVUTIL_SOCKET_ERROR();
     if (error == 0) error = ECONNREFUSED;
     return nullptr;
@@ -107,8 +109,9 @@ BufferEventPtr UpstreamPool::connect_tls(const sockaddr_storage& ss, socklen_t l
   // way): the handshake then starts once the TCP connect completes. With
   // BEV_OPT_CLOSE_ON_FREE the bufferevent owns the SSL from here on, also
   // when it fails.
-  BufferEventPtr bev(bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
-                                                    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
+  BufferEventPtr bev(
+      bufferevent_openssl_socket_new(base_, -1, ssl.release(), BUFFEREVENT_SSL_CONNECTING,
+                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS));
   if (!bev) {
     error = ENOMEM;
     return nullptr;
@@ -121,7 +124,8 @@ BufferEventPtr UpstreamPool::connect_tls(const sockaddr_storage& ss, socklen_t l
   bufferevent_openssl_set_allow_dirty_shutdown(bev.get(), 1);
   connects_.add();
   sockaddr_storage copy = ss;
-  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&copy), static_cast<int>(len)) < 0) {
+  if (bufferevent_socket_connect(bev.get(), reinterpret_cast<sockaddr*>(&copy),
+                                 static_cast<int>(len)) < 0) {
     error = EVUTIL_SOCKET_ERROR();
     if (error == 0) error = ECONNREFUSED;
     return nullptr;
@@ -136,8 +140,9 @@ BufferEventPtr UpstreamPool::connect_tls(const sockaddr_storage& ss, socklen_t l
 void UpstreamPool::release(BufferEventPtr bev) {
   if (!bev || config_.pool_size == 0 || retired_) return;
   bufferevent* b = bev.get();
-  if (evbuffer_get_length(bufferevent_get_input(b)) != 0 || evbuffer_get_length(bufferevent_get_output(b)) != 0)
-    return;  // not between messages: never reuse
+  if (evbuffer_get_length(bufferevent_get_input(b)) != 0 ||
+      evbuffer_get_length(bufferevent_get_output(b)) != 0)
+    return;                                                    // not between messages: never reuse
   while (idle_.size() >= config_.pool_size) idle_.pop_back();  // least recently used
   idle_.push_front(Idle{this, std::move(bev), {}});
   Idle& idle = idle_.front();

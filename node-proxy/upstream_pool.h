@@ -1,10 +1,10 @@
 #pragma once
 // A worker's keep-alive connections to one HTTP/1.1 upstream: the local
 // Tomcat (plain TCP), or a peer node-proxy over the peer link (TLS, the
-// client SSL made by a factory, node-proxy/peer_tls.h). TCP_NODELAY, at most `pool_size` idle ones, each
-// closed after `idle_timeout` unused or as soon as the upstream closes it or
-// sends a byte while idle (an idle HTTP/1.1 connection has nothing to say:
-// Tomcat's 408 before its own keep-alive close is such a byte).
+// client SSL made by a factory, node-proxy/peer_tls.h). TCP_NODELAY, at most `pool_size` idle ones,
+// each closed after `idle_timeout` unused or as soon as the upstream closes it or sends a byte
+// while idle (an idle HTTP/1.1 connection has nothing to say: Tomcat's 408 before its own
+// keep-alive close is such a byte).
 //
 // The pool only hands out and takes back connections; the HTTP layer
 // (node-proxy/http_connection.*) decides whether a connection may be
@@ -23,10 +23,10 @@
 #include <functional>
 #include <list>
 
-#include "common/config_node_proxy.h"
-#include "common/counter.h"
-#include "common/event_ptr.h"
-#include "common/ssl_ptr.h"
+#include "config_node_proxy.h"
+#include "counter.h"
+#include "event_ptr.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::nodeproxy {
 
@@ -41,8 +41,8 @@ class UpstreamPool {
   // handshake is part of the connect: BEV_EVENT_CONNECTED comes after it,
   // and connect_timeout bounds both).
   using SslFactory = std::function<SslPtr()>;
-  UpstreamPool(event_base* base, const config::UpstreamConfig& config, Counter& connects, Counter& reuses,
-               SslFactory new_ssl = {});
+  UpstreamPool(event_base* base, const config::UpstreamConfig& config, Counter& connects,
+               Counter& reuses, SslFactory new_ssl = {});
   ~UpstreamPool();  // closes every idle connection
   UpstreamPool(const UpstreamPool&) = delete;
   UpstreamPool& operator=(const UpstreamPool&) = delete;

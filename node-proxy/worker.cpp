@@ -1,4 +1,4 @@
-#include "node-proxy/worker.h"
+#include "worker.h"
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -6,11 +6,11 @@
 
 #include <algorithm>
 
-#include "common/listener.h"
-#include "common/log.h"
-#include "node-proxy/http_connection.h"
-#include "node-proxy/peer_tls.h"
-#include "node-proxy/upstream_pool.h"
+#include "http_connection.h"
+#include "listener.h"
+#include "log.h"
+#include "peer_tls.h"
+#include "upstream_pool.h"
 
 namespace edgepin::nodeproxy {
 namespace {
@@ -48,7 +48,8 @@ Worker::Worker(int index, const WorkerShared& shared)
   sweep_timer_.reset(evtimer_new(loop_.base(), sweep_cb, this));
 }
 
-std::unique_ptr<UpstreamPool> Worker::make_peer_pool(const PeerState& peer, const config::PeerConfig& pc) {
+std::unique_ptr<UpstreamPool> Worker::make_peer_pool(const PeerState& peer,
+                                                     const config::PeerConfig& pc) {
   // One pool per peer: a relay is an upstream request to the owner's
   // peer port over mutual TLS, with the peer link's own limits.
   config::UpstreamConfig uc;
@@ -59,13 +60,15 @@ std::unique_ptr<UpstreamPool> Worker::make_peer_pool(const PeerState& peer, cons
   uc.idle_timeout = pc.idle_timeout;
   const PeerTls* tls = shared_.peer_tls;
   const std::string name = peer.node->name;
-  return std::make_unique<UpstreamPool>(loop_.base(), uc, counters_.peer_connects, counters_.peer_reuses,
+  return std::make_unique<UpstreamPool>(loop_.base(), uc, counters_.peer_connects,
+                                        counters_.peer_reuses,
                                         [tls, name] { return tls->new_client_ssl(name); });
 }
 
 void Worker::relink_peers() {
   context_.peers.clear();
-  for (const PeerPool& p : peer_pools_) context_.peers.push_back(WorkerContext::PeerLink{p.state, p.pool.get()});
+  for (const PeerPool& p : peer_pools_)
+    context_.peers.push_back(WorkerContext::PeerLink{p.state, p.pool.get()});
 }
 
 void Worker::reroute(const WorkerRouting& r) {
@@ -105,7 +108,9 @@ void Worker::retire(std::unique_ptr<UpstreamPool> pool) {
   sweep_retired();
 }
 
-void Worker::sweep_cb(evutil_socket_t, short, void* arg) { static_cast<Worker*>(arg)->sweep_retired(); }
+void Worker::sweep_cb(evutil_socket_t, short, void* arg) {
+  static_cast<Worker*>(arg)->sweep_retired();
+}
 
 void Worker::sweep_retired() {
   std::erase_if(retired_pools_, [this](const std::unique_ptr<UpstreamPool>& pool) {
@@ -145,9 +150,10 @@ void Worker::accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int 
   b->worker->on_accept(*b->listener, fd, addr, len);
 }
 
-void Worker::on_accept(const ListenerSetup& listener, evutil_socket_t fd, const sockaddr* addr, int len) {
+void Worker::on_accept(const ListenerSetup& listener, evutil_socket_t fd, const sockaddr* addr,
+                       int len) {
   counters_.connections_accepted.add();
-  auto peer = SocketAddress::fromSockaddr(addr, static_cast<socklen_t>(len));
+  auto peer = SocketAddress::from_sockaddr(addr, static_cast<socklen_t>(len));
   if (!peer) {
     ::close(fd);
     return;
@@ -156,7 +162,7 @@ void Worker::on_accept(const ListenerSetup& listener, evutil_socket_t fd, const 
     // Only the lb may speak for clients: anyone else could forge a PROXY
     // header, and without one we would not know who the client is.
     counters_.connections_refused_untrusted.add();
-    log::warning("listener " + listener.config->name + ": connection from " + peer->toString() +
+    log::warning("listener " + listener.config->name + ": connection from " + peer->to_string() +
                  " refused: not a trusted PROXY source");
     ::close(fd);
     return;
@@ -167,8 +173,8 @@ void Worker::on_accept(const ListenerSetup& listener, evutil_socket_t fd, const 
     // accepting so that the next ones wait in the kernel's backlog
     // (HAProxy's maxconn behaviour) until connections end.
     counters_.connections_refused_limit.add();
-    log::warning("listener " + listener.config->name + ": max_connections " + std::to_string(limit.max) +
-                 " reached, pausing accept");
+    log::warning("listener " + listener.config->name + ": max_connections " +
+                 std::to_string(limit.max) + " reached, pausing accept");
     ::close(fd);
     pause_listeners();
     return;

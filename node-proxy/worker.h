@@ -13,12 +13,12 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/config.h"
-#include "common/event_loop.h"
-#include "node-proxy/client_handshake.h"
-#include "node-proxy/counters.h"
-#include "node-proxy/http_connection.h"
-#include "node-proxy/worker_context.h"
+#include "client_handshake.h"
+#include "config.h"
+#include "counters.h"
+#include "event_loop.h"
+#include "http_connection.h"
+#include "worker_context.h"
 
 namespace edgepin::nodeproxy {
 
@@ -109,7 +109,8 @@ class Worker {
   static void accept_cb(evconnlistener*, evutil_socket_t fd, sockaddr* addr, int len, void* arg);
   static void resume_cb(evutil_socket_t, short, void* arg);
   static void sweep_cb(evutil_socket_t, short, void* arg);
-  std::unique_ptr<UpstreamPool> make_peer_pool(const PeerState& peer, const config::PeerConfig& settings);
+  std::unique_ptr<UpstreamPool> make_peer_pool(const PeerState& peer,
+                                               const config::PeerConfig& settings);
   void relink_peers();
   void retire(std::unique_ptr<UpstreamPool> pool);
   // Frees the retired pools that no connection's exchange points to.

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "common/config_cluster.h"
-#include "common/config_node_proxy.h"
-#include "common/counter.h"
-#include "common/event_ptr.h"
+#include "config_cluster.h"
+#include "config_node_proxy.h"
+#include "counter.h"
+#include "event_ptr.h"
 
 namespace edgepin::nodeproxy {
 
@@ -43,8 +43,8 @@ struct PeerState {
 // Workers never read this list: they route with their own links
 // (WorkerContext::peers), which a reload swaps on their loop.
 struct NodeState {
-  std::atomic<bool> tomcat_up{true};   // written by the Tomcat health checker
-  std::atomic<bool> draining{false};   // admin socket: set node state drain
+  std::atomic<bool> tomcat_up{true};  // written by the Tomcat health checker
+  std::atomic<bool> draining{false};  // admin socket: set node state drain
   mutable std::mutex peers_mu;
   std::vector<std::unique_ptr<PeerState>> peers;  // every other node, cluster.json order
   std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
@@ -64,8 +64,9 @@ struct WorkerContext {
   const config::Node* self = nullptr;  // this node's entry in cluster.json
   const config::NodeProxyConfig* config = nullptr;
   NodeState* node = nullptr;
-  NodeCounters* counters = nullptr;    // this worker's counters
-  UpstreamPool* upstream = nullptr;    // this worker's keep-alive pool to Tomcat (swapped by a reload)
+  NodeCounters* counters = nullptr;  // this worker's counters
+  UpstreamPool* upstream =
+      nullptr;  // this worker's keep-alive pool to Tomcat (swapped by a reload)
   // The peer link: this worker's pool to each peer's peer port (empty when
   // affinity is off), in NodeState::peers order. Swapped by a reload on the
   // worker's loop; an exchange keeps only its pool pointer (Destination),

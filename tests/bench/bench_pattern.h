@@ -24,15 +24,15 @@ inline constexpr uint64_t kPatternMultiplier = 0x9E3779B97F4A7C15ULL;  // odd
 inline constexpr size_t kPatternWord = sizeof(uint64_t);
 
 // The 64-bit word that covers stream bytes [8 * index, 8 * index + 8).
-constexpr uint64_t patternWord(uint64_t index) { return (index + 1) * kPatternMultiplier; }
+constexpr uint64_t pattern_word(uint64_t index) { return (index + 1) * kPatternMultiplier; }
 
 // Writes stream bytes [offset, offset + out.size()) into `out`.
-inline void fillPattern(uint64_t offset, std::span<uint8_t> out) {
+inline void fill_pattern(uint64_t offset, std::span<uint8_t> out) {
   size_t pos = 0;
   // Unaligned head: byte by byte up to the next word boundary.
   while (pos < out.size() && (offset + pos) % kPatternWord != 0) {
     const uint64_t o = offset + pos;
-    out[pos] = static_cast<uint8_t>(patternWord(o / kPatternWord) >> (8 * (o % kPatternWord)));
+    out[pos] = static_cast<uint8_t>(pattern_word(o / kPatternWord) >> (8 * (o % kPatternWord)));
     ++pos;
   }
   // Whole words. memcpy of a host-order word is the little-endian layout on
@@ -40,13 +40,13 @@ inline void fillPattern(uint64_t offset, std::span<uint8_t> out) {
   static_assert(std::endian::native == std::endian::little, "pattern assumes a little-endian host");
   uint64_t index = (offset + pos) / kPatternWord;
   for (; pos + kPatternWord <= out.size(); pos += kPatternWord, ++index) {
-    const uint64_t word = patternWord(index);
+    const uint64_t word = pattern_word(index);
     std::memcpy(out.data() + pos, &word, kPatternWord);
   }
   // Tail.
   for (; pos < out.size(); ++pos) {
     const uint64_t o = offset + pos;
-    out[pos] = static_cast<uint8_t>(patternWord(o / kPatternWord) >> (8 * (o % kPatternWord)));
+    out[pos] = static_cast<uint8_t>(pattern_word(o / kPatternWord) >> (8 * (o % kPatternWord)));
   }
 }
 
@@ -54,13 +54,13 @@ inline void fillPattern(uint64_t offset, std::span<uint8_t> out) {
 // `scratch` to hold the expected bytes a piece at a time. Returns
 // got.size() if every byte matches, else the index in `got` of the first
 // wrong byte (0 if `scratch` is empty and `got` is not: nothing was checked).
-inline size_t firstPatternMismatch(uint64_t offset, std::span<const uint8_t> got,
-                                   std::span<uint8_t> scratch) {
+inline size_t first_pattern_mismatch(uint64_t offset, std::span<const uint8_t> got,
+                                     std::span<uint8_t> scratch) {
   if (scratch.empty()) return 0;
   size_t done = 0;
   while (done < got.size()) {
     const size_t n = std::min(scratch.size(), got.size() - done);
-    fillPattern(offset + done, scratch.first(n));
+    fill_pattern(offset + done, scratch.first(n));
     if (std::memcmp(scratch.data(), got.data() + done, n) != 0) {
       for (size_t i = 0; i < n; ++i) {
         if (scratch[i] != got[done + i]) return done + i;

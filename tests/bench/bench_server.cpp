@@ -43,8 +43,8 @@
 #include <string_view>
 #include <unordered_map>
 
-#include "common/net_address.h"
-#include "common/proxy_protocol.h"
+#include "net_address.h"
+#include "proxy_protocol.h"
 #include "tests/bench/bench_fd.h"
 #include "tests/bench/bench_pattern.h"
 
@@ -94,7 +94,7 @@ void usage(FILE* out) {
 }
 
 template <typename T>
-std::optional<T> parseNumber(std::string_view s) {
+std::optional<T> parse_number(std::string_view s) {
   T value{};
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
@@ -102,7 +102,7 @@ std::optional<T> parseNumber(std::string_view s) {
 }
 
 // Returns the options, or std::nullopt after printing why to stderr.
-std::optional<Options> parseOptions(int argc, char** argv) {
+std::optional<Options> parse_options(int argc, char** argv) {
   Options o;
   bool have_listen = false;
   for (int i = 1; i < argc; ++i) {
@@ -118,7 +118,8 @@ std::optional<Options> parseOptions(int argc, char** argv) {
     const std::string_view value = argv[++i];
     if (arg == "--listen") {
       std::string error;
-      auto a = SocketAddress::parse(value, {.allow_wildcard = false, .allow_port_zero = true}, &error);
+      auto a =
+          SocketAddress::parse(value, {.allow_wildcard = false, .allow_port_zero = true}, &error);
       if (!a) {
         std::fprintf(stderr, "edgepin-bench-server: --listen: %s\n", error.c_str());
         return std::nullopt;
@@ -128,14 +129,14 @@ std::optional<Options> parseOptions(int argc, char** argv) {
     } else if (arg == "--name") {
       o.name = value;
     } else if (arg == "--max-conns") {
-      auto n = parseNumber<size_t>(value);
+      auto n = parse_number<size_t>(value);
       if (!n || *n == 0) {
         std::fprintf(stderr, "edgepin-bench-server: --max-conns: want a positive integer\n");
         return std::nullopt;
       }
       o.max_connections = *n;
     } else if (arg == "--idle-timeout-ms") {
-      auto n = parseNumber<uint32_t>(value);
+      auto n = parse_number<uint32_t>(value);
       if (!n || *n == 0) {
         std::fprintf(stderr, "edgepin-bench-server: --idle-timeout-ms: want a positive integer\n");
         return std::nullopt;
@@ -179,7 +180,7 @@ struct Counters {
   std::map<uint16_t, uint64_t> proxy_dst_ports;
 };
 
-std::string formatStats(const Options& o, const Counters& c, size_t active) {
+std::string format_stats(const Options& o, const Counters& c, size_t active) {
   std::string s = "name=" + o.name;
   auto add = [&s](std::string_view key, uint64_t v) {
     s += ' ';
@@ -237,7 +238,7 @@ struct Connection {
   uint64_t source_offset = 0;
   uint64_t source_left = 0;
   bool counts_bytes = true;  // false for the STATS reply
-  uint32_t interest = 0;  // the epoll events registered now
+  uint32_t interest = 0;     // the epoll events registered now
   Clock::time_point last_activity;
 };
 
@@ -251,7 +252,7 @@ class Server {
 
   // Adds the listener and the signalfd to the epoll set. Returns false
   // (after printing why) if the kernel refuses.
-  bool registerFds() {
+  bool register_fds() {
     for (UniqueFd* fd : {&listener_, &signals_}) {
       epoll_event ev{};
       ev.events = EPOLLIN;
@@ -279,7 +280,7 @@ class Server {
       for (int i = 0; i < n; ++i) {
         void* tag = events[i].data.ptr;
         if (tag == &listener_) {
-          acceptBatch();
+          accept_batch();
         } else if (tag == &signals_) {
           return 0;
         } else {
@@ -287,14 +288,14 @@ class Server {
         }
       }
       if (Clock::now() >= next_sweep) {
-        sweepIdle();
+        sweep_idle();
         next_sweep = Clock::now() + Ms(kSweepIntervalMs);
       }
     }
   }
 
  private:
-  void acceptBatch() {
+  void accept_batch() {
     for (int i = 0; i < kAcceptBatch; ++i) {
       const int fd = accept4(listener_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) return;  // EAGAIN, or a transient error such as EMFILE
@@ -327,7 +328,7 @@ class Server {
     connections_.erase(conn);
   }
 
-  void sweepIdle() {
+  void sweep_idle() {
     const auto now = Clock::now();
     for (auto it = connections_.begin(); it != connections_.end();) {
       if (now - it->second->last_activity > o_.idle_timeout) {
@@ -343,17 +344,17 @@ class Server {
     conn->last_activity = Clock::now();
     bool alive = true;
     if (conn->phase == Phase::Preamble) {
-      alive = readPreamble(conn);
+      alive = read_preamble(conn);
     } else if (conn->phase == Phase::Echo) {
-      if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) alive = readEcho(conn);
+      if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) alive = read_echo(conn);
     }
     if (alive && conn->phase != Phase::Preamble) alive = flush(conn);
-    if (alive) alive = updateInterest(conn);
+    if (alive) alive = update_interest(conn);
     if (!alive) close(conn);
   }
 
   // Returns false when the connection is finished (closed by the caller).
-  bool readPreamble(Connection* conn) {
+  bool read_preamble(Connection* conn) {
     const ssize_t n = ::recv(conn->fd.get(), conn->head.data() + conn->head_len,
                              conn->head.size() - conn->head_len, 0);
     if (n < 0) {
@@ -388,7 +389,8 @@ class Server {
         } else {
           ++c_.proxy_dst_ports[r.header.destination.port];
         }
-        std::memmove(conn->head.data(), conn->head.data() + r.consumed, conn->head_len - r.consumed);
+        std::memmove(conn->head.data(), conn->head.data() + r.consumed,
+                     conn->head_len - r.consumed);
         conn->head_len -= r.consumed;
         head = head.first(conn->head_len);
       }
@@ -405,10 +407,10 @@ class Server {
     std::string_view line(reinterpret_cast<const char*>(head.data()), line_len);
     if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     const std::span<const uint8_t> rest = head.subspan(line_len + 1);
-    return startCommand(conn, line, rest);
+    return start_command(conn, line, rest);
   }
 
-  bool startCommand(Connection* conn, std::string_view line, std::span<const uint8_t> rest) {
+  bool start_command(Connection* conn, std::string_view line, std::span<const uint8_t> rest) {
     conn->buf = std::make_unique<uint8_t[]>(kIoBuffer);
     if (line == "ECHO") {
       ++c_.echo;
@@ -420,7 +422,7 @@ class Server {
       return true;
     }
     if (line.starts_with("SOURCE ")) {
-      auto count = parseNumber<uint64_t>(line.substr(7));
+      auto count = parse_number<uint64_t>(line.substr(7));
       if (!count || *count > kMaxSourceBytes) {
         ++c_.bad_command;
         return false;
@@ -433,7 +435,7 @@ class Server {
     if (line == "STATS") {
       ++c_.stats;
       // Connections still open, not counting this one.
-      const std::string text = formatStats(o_, c_, connections_.size() - 1);
+      const std::string text = format_stats(o_, c_, connections_.size() - 1);
       const size_t n = std::min(text.size(), kIoBuffer);
       std::memcpy(conn->buf.get(), text.data(), n);
       conn->out_end = n;
@@ -445,15 +447,17 @@ class Server {
     return false;
   }
 
-  bool readEcho(Connection* conn) {
+  bool read_echo(Connection* conn) {
     if (conn->out_begin == conn->out_end) conn->out_begin = conn->out_end = 0;
     if (conn->out_end == kIoBuffer && conn->out_begin > 0) {
-      std::memmove(conn->buf.get(), conn->buf.get() + conn->out_begin, conn->out_end - conn->out_begin);
+      std::memmove(conn->buf.get(), conn->buf.get() + conn->out_begin,
+                   conn->out_end - conn->out_begin);
       conn->out_end -= conn->out_begin;
       conn->out_begin = 0;
     }
     if (conn->out_end == kIoBuffer || conn->peer_eof) return true;
-    const ssize_t n = ::recv(conn->fd.get(), conn->buf.get() + conn->out_end, kIoBuffer - conn->out_end, 0);
+    const ssize_t n =
+        ::recv(conn->fd.get(), conn->buf.get() + conn->out_end, kIoBuffer - conn->out_end, 0);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) return true;
       ++c_.io_errors;
@@ -476,7 +480,7 @@ class Server {
         conn->out_begin = conn->out_end = 0;
         if (conn->phase == Phase::Send && conn->source_left > 0) {
           const size_t n = static_cast<size_t>(std::min<uint64_t>(kIoBuffer, conn->source_left));
-          fillPattern(conn->source_offset, std::span<uint8_t>(conn->buf.get(), n));
+          fill_pattern(conn->source_offset, std::span<uint8_t>(conn->buf.get(), n));
           conn->source_offset += n;
           conn->source_left -= n;
           conn->out_end = n;
@@ -499,13 +503,14 @@ class Server {
     }
   }
 
-  bool updateInterest(Connection* conn) {
+  bool update_interest(Connection* conn) {
     uint32_t want = 0;
     if (conn->phase == Phase::Preamble) {
       want = EPOLLIN;
     } else {
       if (conn->out_begin < conn->out_end || (conn->phase == Phase::Send)) want |= EPOLLOUT;
-      if (conn->phase == Phase::Echo && !conn->peer_eof && conn->out_end < kIoBuffer) want |= EPOLLIN;
+      if (conn->phase == Phase::Echo && !conn->peer_eof && conn->out_end < kIoBuffer)
+        want |= EPOLLIN;
     }
     if (want == conn->interest) return true;
     epoll_event ev{};
@@ -528,9 +533,9 @@ class Server {
 };
 
 // Returns the listening socket, or an empty UniqueFd after printing why.
-UniqueFd listenOn(const SocketAddress& address) {
+UniqueFd listen_on(const SocketAddress& address) {
   sockaddr_storage ss{};
-  const socklen_t len = address.toSockaddr(ss);
+  const socklen_t len = address.to_sockaddr(ss);
   UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) {
     std::perror("edgepin-bench-server: socket");
@@ -541,14 +546,14 @@ UniqueFd listenOn(const SocketAddress& address) {
   if (bind(fd.get(), reinterpret_cast<const sockaddr*>(&ss), len) != 0 ||
       listen(fd.get(), SOMAXCONN) != 0) {
     std::fprintf(stderr, "edgepin-bench-server: cannot listen on %s: %s\n",
-                 address.toString().c_str(), std::strerror(errno));
+                 address.to_string().c_str(), std::strerror(errno));
     return {};
   }
   return fd;
 }
 
-int serverMain(int argc, char** argv) {
-  auto options = parseOptions(argc, argv);
+int server_main(int argc, char** argv) {
+  auto options = parse_options(argc, argv);
   if (!options) return 2;
 
   // SIGTERM and SIGINT arrive through a signalfd in the event loop, so no
@@ -563,7 +568,7 @@ int serverMain(int argc, char** argv) {
   }
   UniqueFd signals(signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC));
   UniqueFd epoll(epoll_create1(EPOLL_CLOEXEC));
-  UniqueFd listener = listenOn(options->listen);
+  UniqueFd listener = listen_on(options->listen);
   if (!signals || !epoll || !listener) {
     if (!signals || !epoll) std::perror("edgepin-bench-server: signalfd/epoll");
     return 1;
@@ -572,10 +577,10 @@ int serverMain(int argc, char** argv) {
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof bound;
   getsockname(listener.get(), reinterpret_cast<sockaddr*>(&bound), &bound_len);
-  const auto local = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&bound), bound_len);
+  const auto local = SocketAddress::from_sockaddr(reinterpret_cast<sockaddr*>(&bound), bound_len);
 
   Server server(std::move(*options), std::move(listener), std::move(epoll), std::move(signals));
-  if (!server.registerFds()) return 1;
+  if (!server.register_fds()) return 1;
   std::printf("listening %u\n", local ? static_cast<unsigned>(local->port()) : 0U);
   std::fflush(stdout);
   return server.run();
@@ -584,4 +589,4 @@ int serverMain(int argc, char** argv) {
 }  // namespace
 }  // namespace edgepin::bench::server
 
-int main(int argc, char** argv) { return edgepin::bench::server::serverMain(argc, argv); }
+int main(int argc, char** argv) { return edgepin::bench::server::server_main(argc, argv); }

@@ -44,8 +44,8 @@
 #include <type_traits>
 #include <vector>
 
-#include "common/net_address.h"
-#include "common/ssl_ptr.h"
+#include "net_address.h"
+#include "ssl_ptr.h"
 #include "tests/bench/bench_fd.h"
 #include "tests/bench/bench_pattern.h"
 
@@ -114,7 +114,7 @@ void usage(FILE* out) {
 }
 
 template <typename T>
-std::optional<T> parseNumber(std::string_view s) {
+std::optional<T> parse_number(std::string_view s) {
   T value{};
   auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return std::nullopt;
@@ -122,7 +122,7 @@ std::optional<T> parseNumber(std::string_view s) {
 }
 
 // Returns the options, or std::nullopt after printing why to stderr.
-std::optional<Options> parseOptions(int argc, char** argv) {
+std::optional<Options> parse_options(int argc, char** argv) {
   if (argc < 2) {
     usage(stderr);
     return std::nullopt;
@@ -155,10 +155,11 @@ std::optional<Options> parseOptions(int argc, char** argv) {
     const std::string_view value = argv[++i];
     // A numeric option within [lo, hi], or a message naming it.
     auto number = [&](auto& field, uint64_t lo, uint64_t hi) {
-      auto n = parseNumber<uint64_t>(value);
+      auto n = parse_number<uint64_t>(value);
       if (!n || *n < lo || *n > hi) {
-        std::fprintf(stderr, "edgepin-bench-client: %s: want an integer in %llu..%llu\n", argv[i - 1],
-                     static_cast<unsigned long long>(lo), static_cast<unsigned long long>(hi));
+        std::fprintf(stderr, "edgepin-bench-client: %s: want an integer in %llu..%llu\n",
+                     argv[i - 1], static_cast<unsigned long long>(lo),
+                     static_cast<unsigned long long>(hi));
         return false;
       }
       field = static_cast<std::remove_reference_t<decltype(field)>>(*n);
@@ -216,7 +217,7 @@ std::optional<Options> parseOptions(int argc, char** argv) {
 
 // ---------------------------------------------------------------- plumbing
 
-double secondsBetween(Clock::time_point a, Clock::time_point b) {
+double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
@@ -236,13 +237,14 @@ struct Failures {
   }
   std::string json() const {
     char buf[320];
-    std::snprintf(buf, sizeof buf,
-                  "{\"connect\": %llu, \"reset\": %llu, \"early_eof\": %llu, \"mismatch\": %llu, "
-                  "\"timeout\": %llu, \"handshake\": %llu, \"resumed\": %llu, \"dropped\": %llu}",
-                  static_cast<unsigned long long>(connect), static_cast<unsigned long long>(reset),
-                  static_cast<unsigned long long>(early_eof), static_cast<unsigned long long>(mismatch),
-                  static_cast<unsigned long long>(timeout), static_cast<unsigned long long>(handshake),
-                  static_cast<unsigned long long>(resumed), static_cast<unsigned long long>(dropped));
+    std::snprintf(
+        buf, sizeof buf,
+        "{\"connect\": %llu, \"reset\": %llu, \"early_eof\": %llu, \"mismatch\": %llu, "
+        "\"timeout\": %llu, \"handshake\": %llu, \"resumed\": %llu, \"dropped\": %llu}",
+        static_cast<unsigned long long>(connect), static_cast<unsigned long long>(reset),
+        static_cast<unsigned long long>(early_eof), static_cast<unsigned long long>(mismatch),
+        static_cast<unsigned long long>(timeout), static_cast<unsigned long long>(handshake),
+        static_cast<unsigned long long>(resumed), static_cast<unsigned long long>(dropped));
     return buf;
   }
 };
@@ -252,15 +254,17 @@ class Latencies {
  public:
   void add(Clock::duration d) {
     if (samples_.size() < kMaxLatencySamples) {
-      samples_.push_back(static_cast<uint32_t>(
-          std::min<int64_t>(std::chrono::duration_cast<std::chrono::microseconds>(d).count(), UINT32_MAX)));
+      samples_.push_back(static_cast<uint32_t>(std::min<int64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(d).count(), UINT32_MAX)));
     }
   }
   // The q-quantile (0..1) in microseconds; 0 without samples.
   uint32_t quantile(double q) {
     if (samples_.empty()) return 0;
-    const size_t k = std::min(samples_.size() - 1, static_cast<size_t>(q * static_cast<double>(samples_.size())));
-    std::nth_element(samples_.begin(), samples_.begin() + static_cast<ptrdiff_t>(k), samples_.end());
+    const size_t k = std::min(samples_.size() - 1,
+                              static_cast<size_t>(q * static_cast<double>(samples_.size())));
+    std::nth_element(samples_.begin(), samples_.begin() + static_cast<ptrdiff_t>(k),
+                     samples_.end());
     return samples_[k];
   }
 
@@ -293,33 +297,34 @@ class Epoll {
 
 // Starts a non-blocking connect. Returns the socket (connected or in
 // progress), or an empty UniqueFd if it failed at once.
-UniqueFd startConnect(const sockaddr_storage& to, socklen_t len) {
+UniqueFd start_connect(const sockaddr_storage& to, socklen_t len) {
   UniqueFd fd(socket(to.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) return {};
   const int one = 1;
   setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), len) != 0 && errno != EINPROGRESS) return {};
+  if (connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), len) != 0 && errno != EINPROGRESS)
+    return {};
   return fd;
 }
 
 // The pending error of a socket whose connect finished (0: connected).
-int socketError(int fd) {
+int socket_error(int fd) {
   int err = 0;
   socklen_t len = sizeof err;
   if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return errno;
   return err;
 }
 
-bool wouldBlock(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
+bool would_block(int err) { return err == EAGAIN || err == EWOULDBLOCK || err == EINTR; }
 
 inline constexpr std::string_view kEchoCommand = "ECHO\n";
 
 // The request of rate and hold mode: the ECHO command and `payload`
 // pattern bytes; the expected answer is those pattern bytes.
-std::vector<uint8_t> echoRequest(size_t payload) {
+std::vector<uint8_t> echo_request(size_t payload) {
   std::vector<uint8_t> req(kEchoCommand.size() + payload);
   std::memcpy(req.data(), kEchoCommand.data(), kEchoCommand.size());
-  fillPattern(0, std::span<uint8_t>(req).subspan(kEchoCommand.size()));
+  fill_pattern(0, std::span<uint8_t>(req).subspan(kEchoCommand.size()));
   return req;
 }
 
@@ -341,15 +346,19 @@ enum class Step : uint8_t { Pending, Completed, Failed };
 class EchoDriver {
  public:
   EchoDriver(const Options& o, Epoll& ep, Failures& failures)
-      : ep_(ep), failures_(failures), request_(echoRequest(o.mode == Mode::Hold ? 1 : o.payload)),
-        payload_(request_.size() - kEchoCommand.size()), recv_(kRecvBuffer), scratch_(kCheckScratch) {
-    to_len_ = o.connect.toSockaddr(to_);
+      : ep_(ep),
+        failures_(failures),
+        request_(echo_request(o.mode == Mode::Hold ? 1 : o.payload)),
+        payload_(request_.size() - kEchoCommand.size()),
+        recv_(kRecvBuffer),
+        scratch_(kCheckScratch) {
+    to_len_ = o.connect.to_sockaddr(to_);
   }
 
   // Starts a connection in `c` (Idle). Returns Failed if the connect failed
   // at once (counted; `c` stays Idle with a retry time).
   Step start(EchoConn& c) {
-    c.fd = startConnect(to_, to_len_);
+    c.fd = start_connect(to_, to_len_);
     c.sent = c.received = 0;
     c.started = Clock::now();
     if (!c.fd || !ep_.add(c.fd.get(), EPOLLOUT, &c)) {
@@ -368,12 +377,13 @@ class EchoDriver {
   // counted, socket closed, `c` Idle.
   Step advance(EchoConn& c, uint32_t events) {
     if (c.phase == EchoConn::Phase::Connecting) {
-      if (socketError(c.fd.get()) != 0) return fail(c, failures_.connect);
+      if (socket_error(c.fd.get()) != 0) return fail(c, failures_.connect);
       c.phase = EchoConn::Phase::Sending;
     }
     if (c.phase == EchoConn::Phase::Sending) {
-      const ssize_t n = ::send(c.fd.get(), request_.data() + c.sent, request_.size() - c.sent, MSG_NOSIGNAL);
-      if (n < 0) return wouldBlock(errno) ? Step::Pending : fail(c, failures_.reset);
+      const ssize_t n =
+          ::send(c.fd.get(), request_.data() + c.sent, request_.size() - c.sent, MSG_NOSIGNAL);
+      if (n < 0) return would_block(errno) ? Step::Pending : fail(c, failures_.reset);
       c.sent += static_cast<size_t>(n);
       if (c.sent < request_.size()) return Step::Pending;
       c.phase = EchoConn::Phase::Receiving;
@@ -382,11 +392,11 @@ class EchoDriver {
     }
     if (c.phase == EchoConn::Phase::Receiving && (events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
       const ssize_t n = ::recv(c.fd.get(), recv_.data(), recv_.size(), 0);
-      if (n < 0) return wouldBlock(errno) ? Step::Pending : fail(c, failures_.reset);
+      if (n < 0) return would_block(errno) ? Step::Pending : fail(c, failures_.reset);
       if (n == 0) return fail(c, failures_.early_eof);
       const auto got = std::span<const uint8_t>(recv_.data(), static_cast<size_t>(n));
       if (c.received + got.size() > payload_ ||
-          firstPatternMismatch(c.received, got, scratch_) != got.size()) {
+          first_pattern_mismatch(c.received, got, scratch_) != got.size()) {
         return fail(c, failures_.mismatch);
       }
       c.received += got.size();
@@ -422,7 +432,7 @@ class EchoDriver {
 
 // -------------------------------------------------------------------- rate
 
-int runRate(const Options& o) {
+int run_rate(const Options& o) {
   Epoll ep;
   if (!ep.ok()) return 1;
   Failures failures;
@@ -466,7 +476,7 @@ int runRate(const Options& o) {
       if (done < stop_starting) driver.start(s);
     }
   }
-  const double elapsed = std::max(1e-9, secondsBetween(start, last_completion));
+  const double elapsed = std::max(1e-9, seconds_between(start, last_completion));
   std::printf(
       "{\"mode\": \"rate\", \"connections\": %llu, \"elapsed_s\": %.6f, \"rate\": %.1f, "
       "\"concurrency\": %zu, \"payload\": %zu, \"latency_p50_us\": %u, \"latency_p99_us\": %u, "
@@ -479,7 +489,7 @@ int runRate(const Options& o) {
 
 // -------------------------------------------------------------------- hold
 
-int runHold(const Options& o) {
+int run_hold(const Options& o) {
   Epoll ep;
   if (!ep.ok()) return 1;
   Failures failures;
@@ -532,7 +542,7 @@ int runHold(const Options& o) {
   for (auto& c : conns) {
     if (c.phase != EchoConn::Phase::Done) c.fd.reset();
   }
-  const double setup_s = secondsBetween(start, Clock::now());
+  const double setup_s = seconds_between(start, Clock::now());
   std::printf("{\"mode\": \"hold\", \"ready\": %zu, \"setup_s\": %.3f}\n", ready, setup_s);
   std::fflush(stdout);
 
@@ -579,12 +589,12 @@ struct StreamConn {
   Clock::time_point finished;
 };
 
-int runStream(const Options& o) {
+int run_stream(const Options& o) {
   Epoll ep;
   if (!ep.ok()) return 1;
   Failures failures;
   sockaddr_storage to{};
-  const socklen_t to_len = o.connect.toSockaddr(to);
+  const socklen_t to_len = o.connect.to_sockaddr(to);
   const std::string request = "SOURCE " + std::to_string(o.bytes) + "\n";
   std::vector<uint8_t> recv_buf(kRecvBuffer);
   std::vector<uint8_t> scratch(kCheckScratch);
@@ -595,7 +605,7 @@ int runStream(const Options& o) {
   const auto deadline = start + Ms(o.timeout_ms);
   size_t open = 0;
   for (auto& c : conns) {
-    c.fd = startConnect(to, to_len);
+    c.fd = start_connect(to, to_len);
     if (!c.fd || !ep.add(c.fd.get(), EPOLLOUT, &c)) {
       ++failures.connect;
       c.fd.reset();
@@ -624,7 +634,7 @@ int runStream(const Options& o) {
       if (c.done) continue;
       if (!c.sent) {
         // The request is tiny: one send once connected, then only reads.
-        if (socketError(c.fd.get()) != 0) {
+        if (socket_error(c.fd.get()) != 0) {
           finish(c, &failures.connect);
           continue;
         }
@@ -638,7 +648,7 @@ int runStream(const Options& o) {
       }
       const ssize_t r = ::recv(c.fd.get(), recv_buf.data(), recv_buf.size(), 0);
       if (r < 0) {
-        if (!wouldBlock(errno)) finish(c, &failures.reset);
+        if (!would_block(errno)) finish(c, &failures.reset);
         continue;
       }
       if (r == 0) {
@@ -646,7 +656,8 @@ int runStream(const Options& o) {
         continue;
       }
       const auto got = std::span<const uint8_t>(recv_buf.data(), static_cast<size_t>(r));
-      if (c.received + got.size() > o.bytes || firstPatternMismatch(c.received, got, scratch) != got.size()) {
+      if (c.received + got.size() > o.bytes ||
+          first_pattern_mismatch(c.received, got, scratch) != got.size()) {
         finish(c, &failures.mismatch);
         continue;
       }
@@ -659,12 +670,12 @@ int runStream(const Options& o) {
     total += c.received;
     last = std::max(last, c.finished);
   }
-  const double elapsed = std::max(1e-9, secondsBetween(start, last));
+  const double elapsed = std::max(1e-9, seconds_between(start, last));
   std::printf(
       "{\"mode\": \"stream\", \"streams\": %zu, \"bytes_per_stream\": %llu, \"bytes\": %llu, "
       "\"elapsed_s\": %.6f, \"gbit_per_s\": %.3f, \"failures\": %s, \"failed\": %llu}\n",
-      o.streams, static_cast<unsigned long long>(o.bytes), static_cast<unsigned long long>(total), elapsed,
-      static_cast<double>(total) * 8 / elapsed / 1e9, failures.json().c_str(),
+      o.streams, static_cast<unsigned long long>(o.bytes), static_cast<unsigned long long>(total),
+      elapsed, static_cast<double>(total) * 8 / elapsed / 1e9, failures.json().c_str(),
       static_cast<unsigned long long>(failures.total()));
   return failures.total() == 0 ? 0 : 1;
 }
@@ -680,7 +691,7 @@ struct TlsConn {
   Clock::time_point retry_at;
 };
 
-int runTls(const Options& o) {
+int run_tls(const Options& o) {
   SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()));
   if (!ctx) {
     std::fprintf(stderr, "edgepin-bench-client: SSL_CTX_new failed\n");
@@ -701,7 +712,7 @@ int runTls(const Options& o) {
   Failures failures;
   Latencies latencies;
   sockaddr_storage to{};
-  const socklen_t to_len = o.connect.toSockaddr(to);
+  const socklen_t to_len = o.connect.to_sockaddr(to);
   std::vector<TlsConn> slots(o.concurrency);
   std::array<epoll_event, kMaxEvents> events{};
   std::vector<uint8_t> drain(kRecvBuffer);
@@ -725,7 +736,7 @@ int runTls(const Options& o) {
   };
   auto begin = [&](TlsConn& c) {
     c.started = Clock::now();
-    c.fd = startConnect(to, to_len);
+    c.fd = start_connect(to, to_len);
     if (!c.fd || !ep.add(c.fd.get(), EPOLLOUT, &c)) {
       ++failures.connect;
       reset(c, kRetryDelay);
@@ -793,7 +804,7 @@ int runTls(const Options& o) {
         case TlsConn::Phase::Idle:
           break;
         case TlsConn::Phase::Connecting:
-          if (socketError(c.fd.get()) != 0) {
+          if (socket_error(c.fd.get()) != 0) {
             fail(c, failures.connect);
             break;
           }
@@ -805,7 +816,7 @@ int runTls(const Options& o) {
           break;
         case TlsConn::Phase::Draining: {
           const ssize_t r = ::recv(c.fd.get(), drain.data(), drain.size(), 0);
-          if (r > 0 || (r < 0 && wouldBlock(errno))) break;
+          if (r > 0 || (r < 0 && would_block(errno))) break;
           // EOF (or a reset after our close_notify): the exchange is over.
           reset(c, Clock::duration::zero());
           if (Clock::now() < stop_starting) begin(c);
@@ -814,7 +825,7 @@ int runTls(const Options& o) {
       }
     }
   }
-  const double elapsed = std::max(1e-9, secondsBetween(start, last_completion));
+  const double elapsed = std::max(1e-9, seconds_between(start, last_completion));
   std::printf(
       "{\"mode\": \"tls\", \"handshakes\": %llu, \"elapsed_s\": %.6f, \"rate\": %.1f, "
       "\"concurrency\": %zu, \"version\": \"%s\", \"latency_p50_us\": %u, \"latency_p99_us\": %u, "
@@ -825,14 +836,18 @@ int runTls(const Options& o) {
   return failures.total() == 0 ? 0 : 1;
 }
 
-int clientMain(int argc, char** argv) {
-  auto o = parseOptions(argc, argv);
+int client_main(int argc, char** argv) {
+  auto o = parse_options(argc, argv);
   if (!o) return 2;
   switch (o->mode) {
-    case Mode::Rate: return runRate(*o);
-    case Mode::Stream: return runStream(*o);
-    case Mode::Hold: return runHold(*o);
-    case Mode::Tls: return runTls(*o);
+    case Mode::Rate:
+      return run_rate(*o);
+    case Mode::Stream:
+      return run_stream(*o);
+    case Mode::Hold:
+      return run_hold(*o);
+    case Mode::Tls:
+      return run_tls(*o);
   }
   return 2;
 }
@@ -840,4 +855,4 @@ int clientMain(int argc, char** argv) {
 }  // namespace
 }  // namespace edgepin::bench::client
 
-int main(int argc, char** argv) { return edgepin::bench::client::clientMain(argc, argv); }
+int main(int argc, char** argv) { return edgepin::bench::client::client_main(argc, argv); }

@@ -19,7 +19,7 @@
 #include <string_view>
 #include <vector>
 
-#include "common/http1.h"
+#include "http1.h"
 
 namespace {
 
@@ -48,9 +48,7 @@ void check(bool ok, const char* what) {
   if (!ok) die(what);
 }
 
-void append_view(std::string& out, std::string_view v) {
-  out.append(v.data(), v.size());
-}
+void append_view(std::string& out, std::string_view v) { out.append(v.data(), v.size()); }
 
 void describe_fields(std::string& out, const FieldList& fields) {
   for (const Field& f : fields) {
@@ -227,7 +225,8 @@ std::string run(std::string_view stream, const std::vector<size_t>& plan, size_t
 
 std::vector<size_t> split_plan(size_t n, uint8_t seed) {
   std::vector<size_t> plan;
-  uint32_t state = 0x9e3779b9u ^ (static_cast<uint32_t>(seed) * 2654435761u) ^ static_cast<uint32_t>(n);
+  uint32_t state =
+      0x9e3779b9u ^ (static_cast<uint32_t>(seed) * 2654435761u) ^ static_cast<uint32_t>(n);
   const uint32_t max_segment = 1 + seed % 31;
   for (size_t left = n; left > 0;) {
     state ^= state << 13;
@@ -242,18 +241,21 @@ std::vector<size_t> split_plan(size_t n, uint8_t seed) {
 
 template <class Parser>
 void compare(std::string_view stream, uint8_t seed, std::string_view method) {
-  const std::vector<size_t> whole = stream.empty() ? std::vector<size_t>{} : std::vector<size_t>{stream.size()};
+  const std::vector<size_t> whole =
+      stream.empty() ? std::vector<size_t>{} : std::vector<size_t>{stream.size()};
   const std::string expected = run<Parser>(stream, whole, kNoDataLimit, method);
   // HTTP1_FUZZ_PRINT=1 shows what an input does (for triaging a crasher).
   static const bool print = std::getenv("HTTP1_FUZZ_PRINT") != nullptr;
   if (print) std::fprintf(stderr, "----\n%s\n", expected.c_str());
-  const std::string split = run<Parser>(stream, split_plan(stream.size(), seed), 1 + seed % 5, method);
+  const std::string split =
+      run<Parser>(stream, split_plan(stream.size(), seed), 1 + seed % 5, method);
   if (split != expected) {
     std::fprintf(stderr, "whole:\n%s\nsplit:\n%s\n", expected.c_str(), split.c_str());
     die("whole and split runs differ");
   }
   if (stream.size() <= 2048) {
-    const std::string bytes = run<Parser>(stream, std::vector<size_t>(stream.size(), 1), kNoDataLimit, method);
+    const std::string bytes =
+        run<Parser>(stream, std::vector<size_t>(stream.size(), 1), kNoDataLimit, method);
     if (bytes != expected) {
       std::fprintf(stderr, "whole:\n%s\nbyte by byte:\n%s\n", expected.c_str(), bytes.c_str());
       die("whole and byte-by-byte runs differ");
@@ -272,11 +274,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (char m : kModes) known = known || m == mode;
   if (!known) mode = kModes[data[0] % sizeof(kModes)];
   switch (mode) {
-    case 'Q': compare<RequestParser>(stream, data[1], ""); break;
-    case 'G': compare<ResponseParser>(stream, data[1], "GET"); break;
-    case 'H': compare<ResponseParser>(stream, data[1], "HEAD"); break;
-    case 'C': compare<ResponseParser>(stream, data[1], "CONNECT"); break;
-    default: compare<ResponseParser>(stream, data[1], "POST"); break;
+    case 'Q':
+      compare<RequestParser>(stream, data[1], "");
+      break;
+    case 'G':
+      compare<ResponseParser>(stream, data[1], "GET");
+      break;
+    case 'H':
+      compare<ResponseParser>(stream, data[1], "HEAD");
+      break;
+    case 'C':
+      compare<ResponseParser>(stream, data[1], "CONNECT");
+      break;
+    default:
+      compare<ResponseParser>(stream, data[1], "POST");
+      break;
   }
   return 0;
 }

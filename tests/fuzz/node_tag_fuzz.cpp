@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <span>
 
-#include "common/node_tag.h"
+#include "node_tag.h"
 
 using namespace edgepin::nodetag;
 
@@ -23,13 +23,14 @@ namespace {
   std::abort();
 }
 
-Tag readTag(std::span<const uint8_t> in) { return static_cast<Tag>(in[0] << 8 | in[1]); }
-Epoch readEpoch(std::span<const uint8_t> in) {
-  return static_cast<Epoch>(in[0]) << 24 | static_cast<Epoch>(in[1]) << 16 | static_cast<Epoch>(in[2]) << 8 | in[3];
+Tag read_tag(std::span<const uint8_t> in) { return static_cast<Tag>(in[0] << 8 | in[1]); }
+Epoch read_epoch(std::span<const uint8_t> in) {
+  return static_cast<Epoch>(in[0]) << 24 | static_cast<Epoch>(in[1]) << 16 |
+         static_cast<Epoch>(in[2]) << 8 | in[3];
 }
 
 template <size_t N, typename Decode>
-void checkFlips(std::array<uint8_t, N> bytes, std::span<const uint8_t> choice, Decode decode) {
+void check_flips(std::array<uint8_t, N> bytes, std::span<const uint8_t> choice, Decode decode) {
   if (choice.size() < 2) return;
   const size_t bits = N * 8;
   const size_t a = choice[0] % bits;
@@ -47,22 +48,22 @@ void checkFlips(std::array<uint8_t, N> bytes, std::span<const uint8_t> choice, D
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::span<const uint8_t> in(data, size);
 
-  const auto ticket = decodeTicket(in);
+  const auto ticket = decode_ticket(in);
   if (size >= kKeyNameSize) {
-    if (ticket != decodeKeyName(in.first(kKeyNameSize))) fail("ticket and its key name disagree");
+    if (ticket != decode_key_name(in.first(kKeyNameSize))) fail("ticket and its key name disagree");
   } else if (ticket) {
     fail("a ticket shorter than a key name decoded");
   }
 
-  if (auto d = decodeSessionId(in)) {
+  if (auto d = decode_session_id(in)) {
     if (d->tag == kInvalidTag) fail("session ID decoded to tag 0");
-    auto again = encodeSessionId(d->tag, d->epoch, in.subspan<8, kSessionIdRandomSize>());
+    auto again = encode_session_id(d->tag, d->epoch, in.subspan<8, kSessionIdRandomSize>());
     if (!again.ok() || !std::equal(again.bytes.begin(), again.bytes.end(), in.begin()))
       fail("decoded session ID is not what the encoder makes");
   }
-  if (auto d = decodeKeyName(in)) {
+  if (auto d = decode_key_name(in)) {
     if (d->tag == kInvalidTag) fail("key name decoded to tag 0");
-    auto again = encodeKeyName(d->tag, d->epoch, in.subspan<8, kKeyNameRandomSize>());
+    auto again = encode_key_name(d->tag, d->epoch, in.subspan<8, kKeyNameRandomSize>());
     if (!again.ok() || !std::equal(again.bytes.begin(), again.bytes.end(), in.begin()))
       fail("decoded key name is not what the encoder makes");
   }
@@ -71,22 +72,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // two bytes choosing bits to flip.
   constexpr size_t kFields = 2 + 4 + kSessionIdRandomSize;
   if (size >= kFields) {
-    const Tag tag = readTag(in);
-    const Epoch epoch = readEpoch(in.subspan(2));
-    const auto sid = encodeSessionId(tag, epoch, in.subspan<6, kSessionIdRandomSize>());
-    const auto name = encodeKeyName(tag, epoch, in.subspan<6, kKeyNameRandomSize>());
+    const Tag tag = read_tag(in);
+    const Epoch epoch = read_epoch(in.subspan(2));
+    const auto sid = encode_session_id(tag, epoch, in.subspan<6, kSessionIdRandomSize>());
+    const auto name = encode_key_name(tag, epoch, in.subspan<6, kKeyNameRandomSize>());
     if (tag == kInvalidTag) {
       if (sid.ok() || name.ok()) fail("tag 0 was encoded");
       return 0;
     }
     if (!sid.ok() || !name.ok()) fail("a valid tag was refused");
-    if (decodeSessionId(sid.bytes) != Decoded{tag, epoch}) fail("session ID round trip");
-    if (decodeKeyName(name.bytes) != Decoded{tag, epoch}) fail("key name round trip");
-    if (decodeSessionId(std::span(name.bytes)) || decodeKeyName(std::span(sid.bytes).first(kKeyNameSize)))
+    if (decode_session_id(sid.bytes) != Decoded{tag, epoch}) fail("session ID round trip");
+    if (decode_key_name(name.bytes) != Decoded{tag, epoch}) fail("key name round trip");
+    if (decode_session_id(std::span(name.bytes)) ||
+        decode_key_name(std::span(sid.bytes).first(kKeyNameSize)))
       fail("a value of one kind decoded as the other");
     const auto choice = in.subspan(kFields);
-    checkFlips(sid.bytes, choice, [](const auto& b) { return decodeSessionId(b).has_value(); });
-    checkFlips(name.bytes, choice, [](const auto& b) { return decodeKeyName(b).has_value(); });
+    check_flips(sid.bytes, choice, [](const auto& b) { return decode_session_id(b).has_value(); });
+    check_flips(name.bytes, choice, [](const auto& b) { return decode_key_name(b).has_value(); });
   }
   return 0;
 }

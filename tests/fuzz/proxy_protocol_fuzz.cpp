@@ -13,7 +13,7 @@
 #include <span>
 #include <vector>
 
-#include "common/proxy_protocol.h"
+#include "proxy_protocol.h"
 
 using namespace edgepin::proxy;
 using edgepin::ParseStatus;
@@ -34,7 +34,7 @@ bool same(const DecodeResult& a, const DecodeResult& b) {
 
 // Feeds prefixes ending at each cut; the first non-NeedMore answer wins.
 template <typename NextCut>
-DecodeResult inPieces(std::span<const uint8_t> in, Accept accept, NextCut next_cut) {
+DecodeResult in_pieces(std::span<const uint8_t> in, Accept accept, NextCut next_cut) {
   DecodeResult r;
   size_t n = 0;
   while (n < in.size()) {
@@ -45,15 +45,15 @@ DecodeResult inPieces(std::span<const uint8_t> in, Accept accept, NextCut next_c
   return r;
 }
 
-void checkSplits(std::span<const uint8_t> in, Accept accept, const DecodeResult& whole) {
-  const DecodeResult bytewise = inPieces(in, accept, [](size_t n) { return n + 1; });
+void check_splits(std::span<const uint8_t> in, Accept accept, const DecodeResult& whole) {
+  const DecodeResult bytewise = in_pieces(in, accept, [](size_t n) { return n + 1; });
   if (!same(whole, bytewise)) fail("whole and byte-by-byte differ");
   // Split points derived from the input itself, so a corpus file replays
   // the same way every time.
   uint32_t h = 2166136261u;
   for (uint8_t b : in) h = (h ^ b) * 16777619u;
   const size_t size = in.size();
-  const DecodeResult split = inPieces(in, accept, [&h, size](size_t n) {
+  const DecodeResult split = in_pieces(in, accept, [&h, size](size_t n) {
     h = h * 1103515245u + 12345u;
     const size_t step = 1 + (h >> 16) % 24;
     return std::min(size, n + step);
@@ -67,19 +67,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::span<const uint8_t> in(data, size);
 
   const DecodeResult any = decode(in, Accept::Any);
-  checkSplits(in, Accept::Any, any);
-  if (any.status == ParseStatus::Done && (any.consumed == 0 || any.consumed > size)) fail("bad consumed");
+  check_splits(in, Accept::Any, any);
+  if (any.status == ParseStatus::Done && (any.consumed == 0 || any.consumed > size))
+    fail("bad consumed");
 
   for (Accept only : {Accept::V1Only, Accept::V2Only}) {
     const DecodeResult r = decode(in, only);
-    checkSplits(in, only, r);
+    check_splits(in, only, r);
     const bool is_v1 = size > 0 && in[0] == 'P';
     const bool is_v2 = size > 0 && in[0] == 0x0D;
     const bool wanted = (only == Accept::V1Only && is_v1) || (only == Accept::V2Only && is_v2);
     if (wanted) {
       if (!same(r, any)) fail("restricted mode differs from autodetection");
     } else if (is_v1 || is_v2) {
-      if (r.status != ParseStatus::Error || r.error != Error::VersionNotAccepted) fail("other version accepted");
+      if (r.status != ParseStatus::Error || r.error != Error::VersionNotAccepted)
+        fail("other version accepted");
     } else if (!same(r, any)) {
       fail("restricted mode differs on a non-PROXY input");
     }

@@ -1,12 +1,12 @@
 // Replays a libFuzzer corpus through a fuzz target so that every saved input
 // (seeds and past crashers) runs as a regression test in the normal build.
 // Usage: replay_<name> DIR_OR_FILE...
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
-#include <algorithm>
 #include <vector>
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
@@ -19,7 +19,8 @@ bool run_file(const std::filesystem::path& p) {
     std::fprintf(stderr, "cannot read %s\n", p.c_str());
     return false;
   }
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
   LLVMFuzzerTestOneInput(bytes.data(), bytes.size());
   return true;
 }

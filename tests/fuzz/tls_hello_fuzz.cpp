@@ -10,7 +10,7 @@
 #include <span>
 #include <vector>
 
-#include "common/tls_hello.h"
+#include "tls_hello.h"
 
 namespace {
 
@@ -48,7 +48,9 @@ ClientOutcome outcome_of(const ClientHelloParser& p) {
 }
 
 ServerOutcome outcome_of(const ServerFlightParser& p) {
-  ServerOutcome o{p.status(), p.error(), p.error_offset(), p.consumed(), std::nullopt, p.new_session_ticket(), p.alert()};
+  ServerOutcome o{p.status(),   p.error(),    p.error_offset(),
+                  p.consumed(), std::nullopt, p.new_session_ticket(),
+                  p.alert()};
   if (p.has_server_hello()) o.server_hello = p.server_hello();
   return o;
 }
@@ -73,7 +75,8 @@ auto run(std::span<const uint8_t> in, const std::vector<size_t>& cuts) {
 
 template <typename Outcome>
 void check_invariants(const Outcome& o, size_t size) {
-  if (o.status == ParseStatus::NeedMore && o.consumed != size) die("NeedMore without consuming all input");
+  if (o.status == ParseStatus::NeedMore && o.consumed != size)
+    die("NeedMore without consuming all input");
   if (o.status == ParseStatus::Done && o.consumed > size) die("consumed past the input");
   if (o.status == ParseStatus::Error && o.error == HelloError::None) die("Error without a code");
   if (o.status != ParseStatus::Error && o.error != HelloError::None) die("code without Error");

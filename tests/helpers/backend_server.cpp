@@ -54,11 +54,11 @@
 #include <thread>
 #include <vector>
 
-#include "common/log.h"
-#include "common/node_tag.h"
-#include "common/proxy_protocol.h"
-#include "common/session_tagging.h"
-#include "common/ssl_ptr.h"
+#include "log.h"
+#include "node_tag.h"
+#include "proxy_protocol.h"
+#include "session_tagging.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::test::backend {
 namespace {
@@ -156,15 +156,36 @@ std::optional<proxy::Address> parse_host_port(std::string_view text) {
 
 // Returns the options, or nullopt after printing why to stderr.
 std::optional<Options> parse_options(int argc, char** argv) {
-  enum : int { kListen = 1000, kName, kMode, kProxy, kCert, kKey, kTag, kNoTickets, kNoCache, kTlsMax, kIdle, kMaxConns, kHelp };
+  enum : int {
+    kListen = 1000,
+    kName,
+    kMode,
+    kProxy,
+    kCert,
+    kKey,
+    kTag,
+    kNoTickets,
+    kNoCache,
+    kTlsMax,
+    kIdle,
+    kMaxConns,
+    kHelp
+  };
   static const option long_options[] = {
-      {"listen", required_argument, nullptr, kListen},   {"name", required_argument, nullptr, kName},
-      {"mode", required_argument, nullptr, kMode},       {"proxy", required_argument, nullptr, kProxy},
-      {"cert", required_argument, nullptr, kCert},       {"key", required_argument, nullptr, kKey},
-      {"tag", required_argument, nullptr, kTag},         {"no-tickets", no_argument, nullptr, kNoTickets},
-      {"no-cache", no_argument, nullptr, kNoCache},      {"tls-max", required_argument, nullptr, kTlsMax},
-      {"idle-timeout-ms", required_argument, nullptr, kIdle}, {"max-conns", required_argument, nullptr, kMaxConns},
-      {"help", no_argument, nullptr, kHelp},             {nullptr, 0, nullptr, 0},
+      {"listen", required_argument, nullptr, kListen},
+      {"name", required_argument, nullptr, kName},
+      {"mode", required_argument, nullptr, kMode},
+      {"proxy", required_argument, nullptr, kProxy},
+      {"cert", required_argument, nullptr, kCert},
+      {"key", required_argument, nullptr, kKey},
+      {"tag", required_argument, nullptr, kTag},
+      {"no-tickets", no_argument, nullptr, kNoTickets},
+      {"no-cache", no_argument, nullptr, kNoCache},
+      {"tls-max", required_argument, nullptr, kTlsMax},
+      {"idle-timeout-ms", required_argument, nullptr, kIdle},
+      {"max-conns", required_argument, nullptr, kMaxConns},
+      {"help", no_argument, nullptr, kHelp},
+      {nullptr, 0, nullptr, 0},
   };
   Options o;
   bool have_listen = false;
@@ -178,7 +199,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
     switch (c) {
       case kListen: {
         auto a = parse_host_port(arg);
-        if (!a) return fail("--listen: expected IP:PORT or [IPv6]:PORT, got '" + std::string(arg) + "'");
+        if (!a)
+          return fail("--listen: expected IP:PORT or [IPv6]:PORT, got '" + std::string(arg) + "'");
         o.listen = *a;
         have_listen = true;
         break;
@@ -189,31 +211,50 @@ std::optional<Options> parse_options(int argc, char** argv) {
         o.name = arg;
         break;
       case kMode:
-        if (arg == "tls") o.mode = Mode::Tls;
-        else if (arg == "tcp") o.mode = Mode::Tcp;
-        else return fail("--mode: expected tls or tcp");
+        if (arg == "tls")
+          o.mode = Mode::Tls;
+        else if (arg == "tcp")
+          o.mode = Mode::Tcp;
+        else
+          return fail("--mode: expected tls or tcp");
         break;
       case kProxy:
-        if (arg == "none") o.proxy.reset();
-        else if (arg == "v1") o.proxy = proxy::Accept::V1Only;
-        else if (arg == "v2") o.proxy = proxy::Accept::V2Only;
-        else if (arg == "any") o.proxy = proxy::Accept::Any;
-        else return fail("--proxy: expected none, v1, v2 or any");
+        if (arg == "none")
+          o.proxy.reset();
+        else if (arg == "v1")
+          o.proxy = proxy::Accept::V1Only;
+        else if (arg == "v2")
+          o.proxy = proxy::Accept::V2Only;
+        else if (arg == "any")
+          o.proxy = proxy::Accept::Any;
+        else
+          return fail("--proxy: expected none, v1, v2 or any");
         break;
-      case kCert: o.cert_file = arg; break;
-      case kKey: o.key_file = arg; break;
+      case kCert:
+        o.cert_file = arg;
+        break;
+      case kKey:
+        o.key_file = arg;
+        break;
       case kTag: {
         auto t = parse_number<nodetag::Tag>(arg);
         if (!t || *t == nodetag::kInvalidTag) return fail("--tag: expected 1..65535");
         o.tag = *t;
         break;
       }
-      case kNoTickets: o.tickets = false; break;
-      case kNoCache: o.cache = false; break;
+      case kNoTickets:
+        o.tickets = false;
+        break;
+      case kNoCache:
+        o.cache = false;
+        break;
       case kTlsMax:
-        if (arg == "1.2") o.tls_max = TLS1_2_VERSION;
-        else if (arg == "1.3") o.tls_max = TLS1_3_VERSION;
-        else return fail("--tls-max: expected 1.2 or 1.3");
+        if (arg == "1.2")
+          o.tls_max = TLS1_2_VERSION;
+        else if (arg == "1.3")
+          o.tls_max = TLS1_3_VERSION;
+        else
+          return fail("--tls-max: expected 1.2 or 1.3");
         break;
       case kIdle: {
         auto ms = parse_number<uint32_t>(arg);
@@ -227,8 +268,12 @@ std::optional<Options> parse_options(int argc, char** argv) {
         o.max_connections = *n;
         break;
       }
-      case kHelp: usage(stdout); std::exit(0);
-      default: usage(stderr); return std::nullopt;
+      case kHelp:
+        usage(stdout);
+        std::exit(0);
+      default:
+        usage(stderr);
+        return std::nullopt;
     }
   }
   if (optind != argc) return fail("unexpected argument '" + std::string(argv[optind]) + "'");
@@ -244,8 +289,8 @@ std::optional<Options> parse_options(int argc, char** argv) {
 
 std::string endpoint_string(const proxy::Address& a) {
   if (a.family == proxy::Family::Unspec) return "-";
-  if (a.family == proxy::Family::Inet6) return "[" + a.ipString() + "]:" + std::to_string(a.port);
-  return a.ipString() + ":" + std::to_string(a.port);
+  if (a.family == proxy::Family::Inet6) return "[" + a.ip_string() + "]:" + std::to_string(a.port);
+  return a.ip_string() + ":" + std::to_string(a.port);
 }
 
 std::string hex(std::span<const uint8_t> bytes) {
@@ -258,7 +303,6 @@ std::string hex(std::span<const uint8_t> bytes) {
   }
   return out;
 }
-
 
 // Closes an fd exactly once.
 class Fd {
@@ -409,11 +453,14 @@ class TlsStream final : public Stream {
   Step classify(int rc, const char* what) {
     if (rc == 1) return Step::Ok;
     switch (SSL_get_error(ssl_.get(), rc)) {
-      case SSL_ERROR_WANT_READ: return Step::WantRead;
-      case SSL_ERROR_WANT_WRITE: return Step::WantWrite;
+      case SSL_ERROR_WANT_READ:
+        return Step::WantRead;
+      case SSL_ERROR_WANT_WRITE:
+        return Step::WantWrite;
       // A close_notify, or (SSL_OP_IGNORE_UNEXPECTED_EOF) a bare FIN: both
       // end the client's data; we may still answer.
-      case SSL_ERROR_ZERO_RETURN: return Step::Eof;
+      case SSL_ERROR_ZERO_RETURN:
+        return Step::Eof;
       case SSL_ERROR_SYSCALL:
         error_ = std::string("tls ") + what + ": " + (errno ? std::strerror(errno) : "eof");
         ERR_clear_error();
@@ -503,7 +550,8 @@ size_t proxy_read_size(std::span<const uint8_t> got) {
   if (got.empty()) return 1;
   if (got[0] != sig[0]) return 1;  // v1 (or garbage the decoder rejects)
   if (got.size() < proxy::kV2HeaderSize) return proxy::kV2HeaderSize - got.size();
-  size_t block = static_cast<size_t>(got[proxy::kV2OffsetLength]) << 8 | got[proxy::kV2OffsetLength + 1];
+  size_t block =
+      static_cast<size_t>(got[proxy::kV2OffsetLength]) << 8 | got[proxy::kV2OffsetLength + 1];
   size_t total = proxy::kV2HeaderSize + block;
   return total > got.size() ? total - got.size() : 1;
 }
@@ -523,7 +571,8 @@ std::optional<proxy::Header> read_proxy_header(int fd, const Waiter& w, proxy::A
       return r.header;
     }
     if (r.status == ParseStatus::Error) {
-      *w.error = "proxy_" + std::string(proxy::to_string(r.error)) + "@" + std::to_string(r.error_offset);
+      *w.error =
+          "proxy_" + std::string(proxy::to_string(r.error)) + "@" + std::to_string(r.error_offset);
       return std::nullopt;
     }
     size_t want = std::min(proxy_read_size(buf), proxy::kV2MaxSize - buf.size());
@@ -595,13 +644,14 @@ std::string who_line(const std::string& name, const ConnInfo& c) {
       src = endpoint_string(c.proxy->source);
       dst = endpoint_string(c.proxy->destination);
     }
-    if (c.proxy->tlvs.authority && !c.proxy->tlvs.authority->empty()) proxy_authority = *c.proxy->tlvs.authority;
+    if (c.proxy->tlvs.authority && !c.proxy->tlvs.authority->empty())
+      proxy_authority = *c.proxy->tlvs.authority;
   }
   std::string authority = c.tls ? (c.sni.empty() ? "-" : c.sni) : proxy_authority;
   // The brief's fields first, in order; extra fields only at the end.
-  return "name=" + name + " resumed=" + (c.resumed ? "1" : "0") + " proxy_src=" + src + " proxy_dst=" + dst +
-         " authority=" + authority + " version=" + c.version + " proxy_authority=" + proxy_authority +
-         " peer=" + endpoint_string(c.peer) + "\n";
+  return "name=" + name + " resumed=" + (c.resumed ? "1" : "0") + " proxy_src=" + src +
+         " proxy_dst=" + dst + " authority=" + authority + " version=" + c.version +
+         " proxy_authority=" + proxy_authority + " peer=" + endpoint_string(c.peer) + "\n";
 }
 
 // Reads until EOF, hashing. Returns false on error.
@@ -609,7 +659,8 @@ bool do_sink(Channel& ch, std::span<const uint8_t> already, ConnInfo& info, std:
   std::unique_ptr<EVP_MD_CTX, CDeleter<EVP_MD_CTX_free>> md(EVP_MD_CTX_new());
   if (!md || EVP_DigestInit_ex2(md.get(), EVP_sha256(), nullptr) != 1) return false;
   uint64_t total = already.size();
-  if (!already.empty() && EVP_DigestUpdate(md.get(), already.data(), already.size()) != 1) return false;
+  if (!already.empty() && EVP_DigestUpdate(md.get(), already.data(), already.size()) != 1)
+    return false;
   std::vector<uint8_t> buf(kIoChunk);
   for (;;) {
     size_t n = 0;
@@ -741,14 +792,22 @@ void serve(const Shared& shared, int raw_fd, proxy::Address peer) {
 
   auto finish = [&](bool ok) {
     auto ms = std::chrono::duration_cast<Ms>(SteadyClock::now() - started).count();
-    std::string src = info.proxy && info.proxy->command == proxy::Command::Proxy ? endpoint_string(info.proxy->source) : "-";
-    std::string line = "conn name=" + o.name + " peer=" + endpoint_string(peer) + " proxy_src=" + src +
-                       " tls=" + info.version + " resumed=" + (info.resumed ? "1" : "0") +
-                       " sni=" + (info.sni.empty() ? "-" : info.sni) + " cmd=" + info.command +
-                       " in=" + std::to_string(info.bytes_in) + " out=" + std::to_string(bytes_out) +
-                       " ms=" + std::to_string(ms) + " result=" + (ok ? "ok" : error.empty() ? "error" : error);
-    if (ok) log::info(line);
-    else log::warning(line);
+    std::string src = info.proxy && info.proxy->command == proxy::Command::Proxy
+                          ? endpoint_string(info.proxy->source)
+                          : "-";
+    std::string line =
+        "conn name=" + o.name + " peer=" + endpoint_string(peer) + " proxy_src=" + src +
+        " tls=" + info.version + " resumed=" + (info.resumed ? "1" : "0") +
+        " sni=" + (info.sni.empty() ? "-" : info.sni) + " cmd=" + info.command +
+        " in=" + std::to_string(info.bytes_in) + " out=" + std::to_string(bytes_out) +
+        " ms=" + std::to_string(ms) + " result=" +
+        (ok              ? "ok"
+         : error.empty() ? "error"
+                         : error);
+    if (ok)
+      log::info(line);
+    else
+      log::warning(line);
   };
 
   int one = 1;
@@ -845,8 +904,10 @@ void serve(const Shared& shared, int raw_fd, proxy::Address peer) {
     error = "unknown command";
   }
   bytes_out = ch.written();
-  if (ok) ok = ch.close_write();
-  else if (error != "stopped" && error != "idle_timeout") ch.close_write();
+  if (ok)
+    ok = ch.close_write();
+  else if (error != "stopped" && error != "idle_timeout")
+    ch.close_write();
   stream.reset();  // frees the SSL before the fd closes
   if (ok) linger(fd.get(), shared.stop_fd);
   finish(ok);
@@ -864,7 +925,8 @@ SslCtxPtr make_tls_context(const Options& o, std::string& error) {
   if (SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) != 1 ||
       SSL_CTX_set_max_proto_version(ctx.get(), o.tls_max) != 1)
     return fail("protocol versions");
-  if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert_file.c_str()) != 1) return fail("--cert " + o.cert_file);
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), o.cert_file.c_str()) != 1)
+    return fail("--cert " + o.cert_file);
   if (SSL_CTX_use_PrivateKey_file(ctx.get(), o.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
     return fail("--key " + o.key_file);
   if (SSL_CTX_check_private_key(ctx.get()) != 1) return fail("key does not match the certificate");
@@ -936,10 +998,11 @@ int run(const Options& o) {
   shared.stop_fd = stop_read.get();
 
   sockaddr_storage addr{};
-  socklen_t addr_len = o.listen.toSockaddr(addr);
+  socklen_t addr_len = o.listen.to_sockaddr(addr);
   Fd listen_fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   int one = 1;
-  if (listen_fd.get() < 0 || ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+  if (listen_fd.get() < 0 ||
+      ::setsockopt(listen_fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
       ::bind(listen_fd.get(), reinterpret_cast<sockaddr*>(&addr), addr_len) != 0 ||
       ::listen(listen_fd.get(), 256) != 0) {
     log::error("listen " + endpoint_string(o.listen) + ": " + std::strerror(errno));
@@ -948,10 +1011,11 @@ int run(const Options& o) {
   sockaddr_storage bound{};
   socklen_t bound_len = sizeof bound;
   ::getsockname(listen_fd.get(), reinterpret_cast<sockaddr*>(&bound), &bound_len);
-  auto bound_addr = proxy::Address::fromSockaddr(reinterpret_cast<sockaddr*>(&bound), bound_len);
+  auto bound_addr = proxy::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&bound), bound_len);
   std::printf("listening %u\n", bound_addr ? bound_addr->port : 0u);
   std::fflush(stdout);
-  log::info("name=" + o.name + " listening on " + (bound_addr ? endpoint_string(*bound_addr) : "?") + " mode=" +
+  log::info("name=" + o.name + " listening on " +
+            (bound_addr ? endpoint_string(*bound_addr) : "?") + " mode=" +
             (o.mode == Mode::Tls ? "tls" : "tcp") + (o.tag ? " tag=" + std::to_string(o.tag) : ""));
 
   std::list<std::unique_ptr<Connection>> conns;
@@ -995,10 +1059,10 @@ int run(const Options& o) {
           log::warning(std::string("accept: ") + std::strerror(errno));
         break;
       }
-      auto peer_addr = proxy::Address::fromSockaddr(reinterpret_cast<sockaddr*>(&peer), peer_len);
+      auto peer_addr = proxy::Address::from_sockaddr(reinterpret_cast<sockaddr*>(&peer), peer_len);
       if (conns.size() >= o.max_connections) {
-        log::warning("conn name=" + o.name + " peer=" + (peer_addr ? endpoint_string(*peer_addr) : "-") +
-                     " result=refused_max_conns");
+        log::warning("conn name=" + o.name + " peer=" +
+                     (peer_addr ? endpoint_string(*peer_addr) : "-") + " result=refused_max_conns");
         ::close(cfd);
         continue;
       }

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <stdexcept>
 
-#include "common/tls_hello.h"
+#include "tls_hello.h"
 
 namespace edgepin::test {
 namespace {
@@ -12,7 +12,8 @@ namespace ext = edgepin::tls::extension_type;
 
 // Extensions block and trailing bytes, shared by both hellos.
 void put_extensions(Bytes& body, bool block, std::optional<uint16_t> block_len,
-                    const std::vector<RawExtension>& extensions, HelloLayout* layout, size_t body_offset) {
+                    const std::vector<RawExtension>& extensions, HelloLayout* layout,
+                    size_t body_offset) {
   if (!block) return;
   Bytes exts;
   for (const auto& e : extensions) {
@@ -56,10 +57,13 @@ void put_u32(Bytes& out, uint32_t v) {
   put_u16(out, v >> 16);
   put_u16(out, v);
 }
-void put_bytes(Bytes& out, std::span<const uint8_t> b) { out.insert(out.end(), b.begin(), b.end()); }
+void put_bytes(Bytes& out, std::span<const uint8_t> b) {
+  out.insert(out.end(), b.begin(), b.end());
+}
 Bytes to_bytes(std::string_view s) { return Bytes(s.begin(), s.end()); }
 
-Bytes handshake_message(uint8_t type, std::span<const uint8_t> body, std::optional<uint32_t> length_override) {
+Bytes handshake_message(uint8_t type, std::span<const uint8_t> body,
+                        std::optional<uint32_t> length_override) {
   Bytes m;
   put_u8(m, type);
   put_u24(m, length_override.value_or(static_cast<uint32_t>(body.size())));
@@ -69,20 +73,24 @@ Bytes handshake_message(uint8_t type, std::span<const uint8_t> body, std::option
 
 Bytes make_records(uint8_t content_type, uint16_t record_version, std::span<const uint8_t> payload,
                    const std::vector<size_t>& fragment_sizes) {
-  if (fragment_sizes.empty() || std::find(fragment_sizes.begin(), fragment_sizes.end(), 0) != fragment_sizes.end())
+  if (fragment_sizes.empty() ||
+      std::find(fragment_sizes.begin(), fragment_sizes.end(), 0) != fragment_sizes.end())
     throw std::invalid_argument("make_records: fragment sizes must be non-empty and positive");
   Bytes out;
   size_t pos = 0;
   for (size_t k = 0; pos < payload.size(); ++k) {
-    size_t n = std::min(fragment_sizes[std::min(k, fragment_sizes.size() - 1)], payload.size() - pos);
-    Bytes r = raw_record(content_type, record_version, static_cast<uint32_t>(n), payload.subspan(pos, n));
+    size_t n =
+        std::min(fragment_sizes[std::min(k, fragment_sizes.size() - 1)], payload.size() - pos);
+    Bytes r =
+        raw_record(content_type, record_version, static_cast<uint32_t>(n), payload.subspan(pos, n));
     put_bytes(out, r);
     pos += n;
   }
   return out;
 }
 
-Bytes raw_record(uint8_t content_type, uint16_t record_version, uint32_t length, std::span<const uint8_t> payload) {
+Bytes raw_record(uint8_t content_type, uint16_t record_version, uint32_t length,
+                 std::span<const uint8_t> payload) {
   Bytes r;
   put_u8(r, content_type);
   put_u16(r, record_version);
@@ -131,7 +139,8 @@ Bytes client_versions_extension_data(const std::vector<uint16_t>& versions) {
   return d;
 }
 
-Bytes psk_extension_data(const std::vector<TestPskIdentity>& identities, std::optional<std::vector<size_t>> binder_sizes) {
+Bytes psk_extension_data(const std::vector<TestPskIdentity>& identities,
+                         std::optional<std::vector<size_t>> binder_sizes) {
   Bytes ids;
   for (const auto& id : identities) {
     put_u16(ids, static_cast<uint32_t>(id.identity.size()));
@@ -205,7 +214,8 @@ ClientHelloBuilder& ClientHelloBuilder::psk_modes(Bytes modes) {
 
 ClientHelloBuilder& ClientHelloBuilder::early_data() { return add_extension(ext::kEarlyData, {}); }
 
-ClientHelloBuilder& ClientHelloBuilder::pre_shared_key(const std::vector<TestPskIdentity>& identities) {
+ClientHelloBuilder& ClientHelloBuilder::pre_shared_key(
+    const std::vector<TestPskIdentity>& identities) {
   return add_extension(ext::kPreSharedKey, psk_extension_data(identities));
 }
 
@@ -241,7 +251,8 @@ Bytes ClientHelloBuilder::message(HelloLayout* layout) const {
   return finish_message(*this, std::move(body), layout);
 }
 
-Bytes ClientHelloBuilder::records(const std::vector<size_t>& fragment_sizes, uint16_t record_version) const {
+Bytes ClientHelloBuilder::records(const std::vector<size_t>& fragment_sizes,
+                                  uint16_t record_version) const {
   return make_records(22, record_version, message(), fragment_sizes);
 }
 
@@ -260,7 +271,9 @@ ServerHelloBuilder& ServerHelloBuilder::selected_version(uint16_t version) {
   return add_extension(ext::kSupportedVersions, std::move(d));
 }
 
-ServerHelloBuilder& ServerHelloBuilder::session_ticket_ack() { return add_extension(ext::kSessionTicket, {}); }
+ServerHelloBuilder& ServerHelloBuilder::session_ticket_ack() {
+  return add_extension(ext::kSessionTicket, {});
+}
 
 ServerHelloBuilder& ServerHelloBuilder::alpn(std::string_view protocol) {
   return add_extension(ext::kAlpn, alpn_extension_data({std::string(protocol)}));
@@ -289,7 +302,8 @@ Bytes ServerHelloBuilder::message(HelloLayout* layout) const {
   return finish_message(*this, std::move(body), layout);
 }
 
-Bytes ServerHelloBuilder::records(const std::vector<size_t>& fragment_sizes, uint16_t record_version) const {
+Bytes ServerHelloBuilder::records(const std::vector<size_t>& fragment_sizes,
+                                  uint16_t record_version) const {
   return make_records(22, record_version, message(), fragment_sizes);
 }
 

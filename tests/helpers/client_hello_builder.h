@@ -39,7 +39,8 @@ Bytes handshake_message(uint8_t type, std::span<const uint8_t> body,
 Bytes make_records(uint8_t content_type, uint16_t record_version, std::span<const uint8_t> payload,
                    const std::vector<size_t>& fragment_sizes = {16384});
 // One record whose length field says `length` whatever the payload size.
-Bytes raw_record(uint8_t content_type, uint16_t record_version, uint32_t length, std::span<const uint8_t> payload);
+Bytes raw_record(uint8_t content_type, uint16_t record_version, uint32_t length,
+                 std::span<const uint8_t> payload);
 
 Bytes change_cipher_spec_record(uint16_t record_version = 0x0303);
 Bytes alert_record(uint8_t level, uint8_t description, uint16_t record_version = 0x0303);
@@ -111,7 +112,8 @@ class ClientHelloBuilder {
   // The handshake message (header and body); fills *layout if given.
   Bytes message(HelloLayout* layout = nullptr) const;
   // The message in handshake records (see make_records).
-  Bytes records(const std::vector<size_t>& fragment_sizes = {16384}, uint16_t record_version = 0x0301) const;
+  Bytes records(const std::vector<size_t>& fragment_sizes = {16384},
+                uint16_t record_version = 0x0301) const;
 };
 
 class ServerHelloBuilder {
@@ -139,7 +141,8 @@ class ServerHelloBuilder {
   ServerHelloBuilder& hello_retry_request();
 
   Bytes message(HelloLayout* layout = nullptr) const;
-  Bytes records(const std::vector<size_t>& fragment_sizes = {16384}, uint16_t record_version = 0x0303) const;
+  Bytes records(const std::vector<size_t>& fragment_sizes = {16384},
+                uint16_t record_version = 0x0303) const;
 };
 
 // A TLS 1.2 NewSessionTicket message.

@@ -26,7 +26,9 @@ void ignore_sigpipe_once() {
   std::call_once(once, [] { std::signal(SIGPIPE, SIG_IGN); });
 }
 
-std::string tail(const std::string& s, size_t n) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
+std::string tail(const std::string& s, size_t n) {
+  return s.size() <= n ? s : "..." + s.substr(s.size() - n);
+}
 
 // RAII for the spawn attribute objects, which must be destroyed on every path.
 struct SpawnSetup {
@@ -51,7 +53,8 @@ struct Pipe {
     int fds[2];
     // CLOEXEC so that no child inherits the other ends; posix_spawn's dup2
     // clears it on the descriptor the child does get.
-    if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
+    if (pipe2(fds, O_CLOEXEC) != 0)
+      throw std::runtime_error(std::string("pipe2: ") + std::strerror(errno));
     read = fds[0];
     write = fds[1];
   }
@@ -118,7 +121,8 @@ Process::Process(ProcessOptions options) : stdin_data_(std::move(options.stdin_d
       p.emplace();
       posix_spawn_file_actions_adddup2(&setup.actions, p->write, fd);
     } else {
-      posix_spawn_file_actions_addopen(&setup.actions, fd, file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      posix_spawn_file_actions_addopen(&setup.actions, fd, file.c_str(),
+                                       O_WRONLY | O_CREAT | O_TRUNC, 0644);
     }
   };
   route(out, options.stdout_file, STDOUT_FILENO);
@@ -235,7 +239,8 @@ ProcessResult Process::wait(std::chrono::milliseconds timeout) {
     stdin_fd_ = -1;
   }
   for (;;) {
-    if (!running() && !output_deadline) output_deadline = Clock::now() + std::chrono::milliseconds(500);
+    if (!running() && !output_deadline)
+      output_deadline = Clock::now() + std::chrono::milliseconds(500);
     bool pipes_open = stdout_fd_ >= 0 || stderr_fd_ >= 0;
     auto now = Clock::now();
     if (reaped_ && (!pipes_open || now >= *output_deadline)) break;

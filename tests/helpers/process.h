@@ -32,7 +32,7 @@ struct ProcessOptions {
 };
 
 struct ProcessResult {
-  bool exited = false;     // the child called exit (exit_code is valid)
+  bool exited = false;  // the child called exit (exit_code is valid)
   int exit_code = -1;
   int term_signal = 0;     // the signal that ended it, if it did not exit
   bool timed_out = false;  // wait() killed it at the deadline

@@ -15,7 +15,8 @@ TempDir::TempDir(std::string_view prefix) {
   std::string templ = (dir / (std::string(prefix) + "XXXXXX")).string();
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');
-  if (!mkdtemp(buf.data())) throw std::system_error(errno, std::generic_category(), "mkdtemp " + templ);
+  if (!mkdtemp(buf.data()))
+    throw std::system_error(errno, std::generic_category(), "mkdtemp " + templ);
   path_ = buf.data();
 }
 

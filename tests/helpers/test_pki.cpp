@@ -74,10 +74,11 @@ X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, long serial, int days, X
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400L * days);
   if (X509_set_pubkey(cert.get(), key) != 1) throw_openssl("X509_set_pubkey");
   X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>("Edgepin tests"),
-                             -1, -1, 0);
-  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()),
-                                 -1, -1, 0) != 1)
+  X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>("Edgepin tests"), -1, -1, 0);
+  if (X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                                 reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1,
+                                 0) != 1)
     throw_openssl("subject CN " + cn);
   X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name);
   return cert;
@@ -115,7 +116,8 @@ TestPki::TestPki(std::filesystem::path dir, KeyType ca_key_type, std::string ca_
 
 PemFiles TestPki::issue(const std::string& name, const CertSpec& spec) {
   EvpPkeyPtr key = generate_key(spec.key_type);
-  X509Ptr cert = make_cert(key.get(), spec.common_name, next_serial_++, spec.valid_days, ca_cert_.get());
+  X509Ptr cert =
+      make_cert(key.get(), spec.common_name, next_serial_++, spec.valid_days, ca_cert_.get());
   add_ext(cert.get(), ca_cert_.get(), NID_basic_constraints, "critical,CA:FALSE");
   // RSA key exchange (TLS 1.2 RSA suites) needs keyEncipherment; ECDSA only signs.
   add_ext(cert.get(), ca_cert_.get(), NID_key_usage,

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "common/ssl_ptr.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::test {
 
@@ -25,9 +25,9 @@ enum class KeyType { EcdsaP256, Rsa2048 };
 struct CertSpec {
   std::string common_name = "localhost";
   std::vector<std::string> dns_names = {"localhost"};  // subjectAltName DNS entries
-  std::vector<std::string> ip_addresses;                // subjectAltName IP entries (v4 or v6)
-  bool server_auth = true;                              // extendedKeyUsage serverAuth
-  bool client_auth = false;                             // extendedKeyUsage clientAuth
+  std::vector<std::string> ip_addresses;               // subjectAltName IP entries (v4 or v6)
+  bool server_auth = true;                             // extendedKeyUsage serverAuth
+  bool client_auth = false;                            // extendedKeyUsage clientAuth
   KeyType key_type = KeyType::EcdsaP256;
   int valid_days = 30;
 };

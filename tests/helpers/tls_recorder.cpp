@@ -20,7 +20,7 @@
 #include <stdexcept>
 #include <thread>
 
-#include "common/ssl_ptr.h"
+#include "ssl_ptr.h"
 
 namespace edgepin::test {
 namespace {
@@ -45,7 +45,9 @@ std::string openssl_errors() {
   return s.empty() ? "no OpenSSL error queued" : s;
 }
 
-[[noreturn]] void throw_openssl(const std::string& what) { throw std::runtime_error(what + ": " + openssl_errors()); }
+[[noreturn]] void throw_openssl(const std::string& what) {
+  throw std::runtime_error(what + ": " + openssl_errors());
+}
 
 // Owns a socket descriptor.
 class Fd {
@@ -67,7 +69,8 @@ class Fd {
 };
 
 int ms_until(Clock::time_point deadline) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   return static_cast<int>(std::max<long long>(0, std::min<long long>(left, kPollSliceMs)));
 }
 
@@ -96,12 +99,13 @@ struct TlsRecorder::Impl {
 
 namespace {
 
-int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in, unsigned int inlen,
-                void* arg) {
+int alpn_select(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+                unsigned int inlen, void* arg) {
   auto* impl = static_cast<TlsRecorder::Impl*>(arg);
   unsigned char* chosen = nullptr;
-  if (SSL_select_next_proto(&chosen, outlen, impl->alpn_wire.data(), static_cast<unsigned>(impl->alpn_wire.size()),
-                            in, inlen) != OPENSSL_NPN_NEGOTIATED)
+  if (SSL_select_next_proto(&chosen, outlen, impl->alpn_wire.data(),
+                            static_cast<unsigned>(impl->alpn_wire.size()), in,
+                            inlen) != OPENSSL_NPN_NEGOTIATED)
     return SSL_TLSEXT_ERR_NOACK;
   *out = chosen;
   return SSL_TLSEXT_ERR_OK;
@@ -121,11 +125,13 @@ int ticket_key_cb(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_C
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, impl->ticket_hmac_key.data(),
                                         impl->ticket_hmac_key.size()),
-      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+      OSSL_PARAM_construct_end()};
   if (enc) {
     std::memcpy(key_name, name.data(), kTicketKeyNameBytes);
     if (RAND_bytes(iv, kTicketIvBytes) != 1) return -1;
-    if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, impl->ticket_aes_key.data(), iv) != 1) return -1;
+    if (EVP_EncryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, impl->ticket_aes_key.data(), iv) != 1)
+      return -1;
     if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
     std::vector<uint8_t> prefix(key_name, key_name + kTicketKeyNameBytes);
     prefix.insert(prefix.end(), iv, iv + kTicketIvBytes);
@@ -133,8 +139,10 @@ int ticket_key_cb(SSL* ssl, unsigned char key_name[16], unsigned char* iv, EVP_C
     return 1;
   }
   if (rec) rec->presented_ticket_key_names.emplace_back(key_name, key_name + kTicketKeyNameBytes);
-  if (std::memcmp(key_name, name.data(), kTicketKeyNameBytes) != 0) return 0;  // unknown key: full handshake
-  if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, impl->ticket_aes_key.data(), iv) != 1) return -1;
+  if (std::memcmp(key_name, name.data(), kTicketKeyNameBytes) != 0)
+    return 0;  // unknown key: full handshake
+  if (EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), nullptr, impl->ticket_aes_key.data(), iv) != 1)
+    return -1;
   if (EVP_MAC_CTX_set_params(hctx, params) != 1) return -1;
   return 1;
 }
@@ -149,16 +157,20 @@ TlsRecorder::TlsRecorder(Options options) : impl_(std::make_unique<Impl>()) {
   if (!im.ctx) throw_openssl("SSL_CTX_new");
   SSL_CTX* ctx = im.ctx.get();
   SSL_CTX_set_app_data(ctx, &im);
-  if (SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str()) != 1) throw_openssl("certificate " + o.cert_file.string());
-  if (SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1) throw_openssl("key " + o.key_file.string());
-  if (SSL_CTX_set_min_proto_version(ctx, o.min_version) != 1 || SSL_CTX_set_max_proto_version(ctx, o.max_version) != 1)
+  if (SSL_CTX_use_certificate_chain_file(ctx, o.cert_file.c_str()) != 1)
+    throw_openssl("certificate " + o.cert_file.string());
+  if (SSL_CTX_use_PrivateKey_file(ctx, o.key_file.c_str(), SSL_FILETYPE_PEM) != 1)
+    throw_openssl("key " + o.key_file.string());
+  if (SSL_CTX_set_min_proto_version(ctx, o.min_version) != 1 ||
+      SSL_CTX_set_max_proto_version(ctx, o.max_version) != 1)
     throw_openssl("protocol versions");
   static const unsigned char kSidContext[] = "edgepin-recorder";
   SSL_CTX_set_session_id_context(ctx, kSidContext, sizeof kSidContext - 1);
   if (!o.tickets) SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   SSL_CTX_set_session_cache_mode(ctx, o.session_cache ? SSL_SESS_CACHE_SERVER : SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(ctx, o.num_tickets);
-  if (!o.groups.empty() && SSL_CTX_set1_groups_list(ctx, o.groups.c_str()) != 1) throw_openssl("groups " + o.groups);
+  if (!o.groups.empty() && SSL_CTX_set1_groups_list(ctx, o.groups.c_str()) != 1)
+    throw_openssl("groups " + o.groups);
   if (!o.alpn.empty()) {
     for (const auto& p : o.alpn) {
       if (p.empty() || p.size() > 255) throw std::runtime_error("bad ALPN protocol name");
@@ -205,7 +217,8 @@ TlsRecorder::~TlsRecorder() {
 
 uint16_t TlsRecorder::port() const { return impl_->port; }
 
-std::optional<RecordedConnection> TlsRecorder::connection(size_t index, std::chrono::milliseconds timeout) {
+std::optional<RecordedConnection> TlsRecorder::connection(size_t index,
+                                                          std::chrono::milliseconds timeout) {
   std::unique_lock lock(impl_->mutex);
   impl_->cv.wait_for(lock, timeout, [&] { return impl_->done.size() > index || impl_->finished; });
   if (impl_->done.size() > index) return impl_->done[index];
@@ -247,7 +260,8 @@ bool TlsRecorder::Impl::send_all(int fd, RecordedConnection& rec, BIO* wbio) {
     size_t sent = 0;
     while (sent < static_cast<size_t>(n)) {
       if (stop || Clock::now() >= deadline) return false;
-      ssize_t w = ::send(fd, buf + sent, static_cast<size_t>(n) - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+      ssize_t w =
+          ::send(fd, buf + sent, static_cast<size_t>(n) - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w > 0) {
         sent += static_cast<size_t>(w);
       } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -289,15 +303,21 @@ void TlsRecorder::Impl::serve(int fd, RecordedConnection& rec) {
     }
     int r = 0;
     switch (phase) {
-      case Phase::Handshake: r = SSL_do_handshake(ssl.get()); break;
+      case Phase::Handshake:
+        r = SSL_do_handshake(ssl.get());
+        break;
       case Phase::Greeting:
         r = SSL_write(ssl.get(), options.greeting.data() + greeting_sent,
                       static_cast<int>(options.greeting.size() - greeting_sent));
         break;
-      case Phase::Shutdown: r = SSL_shutdown(ssl.get()); break;
-      case Phase::Drain: break;
+      case Phase::Shutdown:
+        r = SSL_shutdown(ssl.get());
+        break;
+      case Phase::Drain:
+        break;
     }
-    int err = r > 0 || (phase == Phase::Shutdown && r == 0) ? SSL_ERROR_NONE : SSL_get_error(ssl.get(), r);
+    int err = r > 0 || (phase == Phase::Shutdown && r == 0) ? SSL_ERROR_NONE
+                                                            : SSL_get_error(ssl.get(), r);
     // Send what the SSL produced, alerts included, before anything else.
     if (!send_all(fd, rec, wbio)) {
       rec.error = "sending to the client failed";
@@ -308,7 +328,8 @@ void TlsRecorder::Impl::serve(int fd, RecordedConnection& rec) {
         rec.handshake_ok = true;
         rec.version = SSL_version(ssl.get());
         rec.session_reused = SSL_session_reused(ssl.get()) == 1;
-        if (const char* sni = SSL_get_servername(ssl.get(), TLSEXT_NAMETYPE_host_name)) rec.server_name = sni;
+        if (const char* sni = SSL_get_servername(ssl.get(), TLSEXT_NAMETYPE_host_name))
+          rec.server_name = sni;
         const unsigned char* proto = nullptr;
         unsigned int proto_len = 0;
         SSL_get0_alpn_selected(ssl.get(), &proto, &proto_len);

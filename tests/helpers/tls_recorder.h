@@ -36,12 +36,12 @@ struct RecordedConnection {
   std::vector<uint8_t> client_bytes;  // everything the client sent, as read from the socket
   std::vector<uint8_t> server_bytes;  // everything the server wrote to the socket
   bool handshake_ok = false;
-  std::string error;                  // why the handshake failed, if it did
-  int version = 0;                    // SSL_version(), e.g. TLS1_3_VERSION
+  std::string error;  // why the handshake failed, if it did
+  int version = 0;    // SSL_version(), e.g. TLS1_3_VERSION
   bool session_reused = false;
-  std::string server_name;            // the SNI the server received, "" if none
-  std::string alpn;                   // the protocol the server selected, "" if none
-  std::vector<uint8_t> session_id;    // SSL_SESSION_get_id() of the connection's session
+  std::string server_name;          // the SNI the server received, "" if none
+  std::string alpn;                 // the protocol the server selected, "" if none
+  std::vector<uint8_t> session_id;  // SSL_SESSION_get_id() of the connection's session
   // With Options::ticket_key_name: the first 32 bytes (key_name then IV) of
   // each ticket the server issued on this connection, and the key names of
   // the tickets a client presented.

@@ -20,7 +20,7 @@ What is here:
 - clients: tcp_connect(), tls_connect(), exchange() (full duplex, half-close,
   streaming hash), RecordingRelay (records what clients send);
 - wire formats mirrored from common/: PROXY v1/v2 headers, the node tag
-  layout of common/node_tag.h (decode_session_id, decode_key_name,
+  layout of common/wire/node_tag.h (decode_session_id, decode_key_name,
   decode_ticket), a ClientHello reader, and the SOURCE byte generator of
   tests/helpers/backend_server.cpp.
 
@@ -961,7 +961,7 @@ def proxy_v2(src=None, dst=None, authority=None, tlvs=(), local=False):
     return PROXY_V2_SIGNATURE + bytes([ver_cmd, family]) + struct.pack("!H", len(body)) + body
 
 
-# ----------------------------------------------- node tags (common/node_tag.h)
+# ----------------------------------------------- node tags (common/wire/node_tag.h)
 
 NodeTag = collections.namedtuple("NodeTag", "tag epoch")
 
@@ -984,12 +984,12 @@ def _crc_reflected(data, poly, width):
 
 
 def crc32c(data):
-    """CRC-32C (Castagnoli), as common/node_tag.cpp computes it."""
+    """CRC-32C (Castagnoli), as common/wire/node_tag.cpp computes it."""
     return _crc_reflected(data, 0x82F63B78, 32)
 
 
 def crc64xz(data):
-    """CRC-64/XZ, as common/node_tag.cpp computes it."""
+    """CRC-64/XZ, as common/wire/node_tag.cpp computes it."""
     return _crc_reflected(data, 0xC96C5795D7870F42, 64)
 
 
@@ -1076,7 +1076,7 @@ class _Reader:
 def parse_client_hello(stream):
     """Reads the ClientHello at the start of a client's byte stream (TLS
     records, possibly several). A test-side reader, independent of
-    common/tls_hello.cpp. Returns ClientHello(legacy_version, session_id,
+    common/wire/tls_hello.cpp. Returns ClientHello(legacy_version, session_id,
     sni or None, ticket bytes or None (session_ticket extension; b'' when
     empty), psk_identities list, supported_versions list). Raises
     ValueError if the bytes are not a complete ClientHello."""

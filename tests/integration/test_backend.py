@@ -3,7 +3,7 @@ binary on loopback: the lb's integration tests rely on both.
 
 What it proves:
 - a tagged TLS backend issues resumption data whose node tag the lb can
-  read (decoded here with a Python mirror of common/node_tag.h): TLS 1.3 PSK
+  read (decoded here with a Python mirror of common/wire/node_tag.h): TLS 1.3 PSK
   identities and TLS 1.2 tickets start with a tagged key name, TLS 1.2
   session IDs are tagged session IDs; the clients really resume; an
   untagged backend's resumption data carries no tag;

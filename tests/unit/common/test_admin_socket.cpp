@@ -2,7 +2,7 @@
 // with an empty line, several commands per connection, quit, the line-length
 // bound, the idle timeout, the connection limit, back-pressure, the socket
 // file's mode, stale and live sockets at the path, and removal on stop.
-#include "common/admin_socket.h"
+#include "admin_socket.h"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -26,7 +26,9 @@ using namespace std::chrono_literals;
 namespace {
 
 // Echoes the command, over two lines, so multi-line answers are covered.
-std::string echo_handler(std::string_view line) { return "you said\n[" + std::string(line) + "]\n"; }
+std::string echo_handler(std::string_view line) {
+  return "you said\n[" + std::string(line) + "]\n";
+}
 
 class Client {
  public:
@@ -345,7 +347,8 @@ TEST_CASE("admin socket: mode, stale and live sockets, removal on stop") {
   SECTION("something that is not a socket is left alone") {
     { std::ofstream(path) << "precious"; }
     AdminSocket server(options_for(path), echo_handler);
-    CHECK(server.start() == "admin socket " + path.string() + ": exists and is not a socket; not replacing it");
+    CHECK(server.start() ==
+          "admin socket " + path.string() + ": exists and is not a socket; not replacing it");
     std::ifstream in(path);
     std::string content;
     in >> content;

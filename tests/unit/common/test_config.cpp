@@ -1,6 +1,6 @@
 // Configuration loading (common/config*.{h,cpp}), socket addresses and CIDRs
-// (common/net_address.*) and the command line of both binaries
-// (common/cli.*, lb/main.cpp, node-proxy/main.cpp).
+// (common/base/net_address.*) and the command line of both binaries
+// (common/app/cli.*, lb/main.cpp, node-proxy/main.cpp).
 //
 // The base of every case is the repository's conf/ with a PKI made by
 // deploy/make-pki.sh, so the examples are proven valid and every broken
@@ -18,10 +18,10 @@
 #include <string>
 #include <vector>
 
-#include "common/cli.h"
-#include "common/config.h"
-#include "common/net_address.h"
+#include "cli.h"
+#include "config.h"
 #include "edgepin/version.h"
+#include "net_address.h"
 #include "tests/helpers/process.h"
 #include "tests/helpers/temp_dir.h"
 #include "tests/helpers/test_pki.h"
@@ -43,7 +43,7 @@ edgepin::test::ProcessResult run(std::vector<std::string> argv);
 
 // --- files -----------------------------------------------------------------
 
-std::string readFile(const fs::path& p) {
+std::string read_file(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   REQUIRE(in);
   std::ostringstream s;
@@ -51,7 +51,7 @@ std::string readFile(const fs::path& p) {
   return s.str();
 }
 
-void writeFile(const fs::path& p, const std::string& text, fs::perms mode = fs::perms(0644)) {
+void write_file(const fs::path& p, const std::string& text, fs::perms mode = fs::perms(0644)) {
   {
     std::ofstream out(p, std::ios::binary | std::ios::trunc);
     REQUIRE(out);
@@ -60,14 +60,12 @@ void writeFile(const fs::path& p, const std::string& text, fs::perms mode = fs::
   fs::permissions(p, mode);
 }
 
-void chmodFile(const fs::path& p, unsigned mode) {
-  REQUIRE(::chmod(p.c_str(), mode) == 0);
-}
+void chmod_file(const fs::path& p, unsigned mode) { REQUIRE(::chmod(p.c_str(), mode) == 0); }
 
 // The repository's conf/ JSON files (never a PKI someone made in the
 // source tree) plus a fresh PKI from deploy/make-pki.sh. Made once per
 // test run: key generation takes seconds on a loaded machine.
-const fs::path& goodDir() {
+const fs::path& good_dir() {
   static edgepin::test::TempDir root("edgepin-conf-");
   static const fs::path dir = [] {
     fs::path d = root / "conf";
@@ -88,7 +86,7 @@ struct CaseDir {
   edgepin::test::TempDir temp{"edgepin-case-"};
   CaseDir() {
     // fs::copy keeps permission bits, which the key-mode checks look at.
-    fs::copy(goodDir(), temp.path(), fs::copy_options::recursive);
+    fs::copy(good_dir(), temp.path(), fs::copy_options::recursive);
   }
   const fs::path& path() const { return temp.path(); }
 };
@@ -97,25 +95,21 @@ struct CaseDir {
 
 using Mutation = std::function<void(const fs::path& dir)>;
 
-Json readJson(const fs::path& p) {
-  return Json::parse(readFile(p));
-}
-void writeJson(const fs::path& p, const Json& j) {
-  writeFile(p, j.dump(2) + "\n");
-}
+Json read_json(const fs::path& p) { return Json::parse(read_file(p)); }
+void write_json(const fs::path& p, const Json& j) { write_file(p, j.dump(2) + "\n"); }
 
 // Sets the value at `pointer` (creating objects on the way).
 Mutation set(std::string file, std::string pointer, std::string json_value) {
   return [=](const fs::path& dir) {
-    Json j = readJson(dir / file);
+    Json j = read_json(dir / file);
     j[Json::json_pointer(pointer)] = Json::parse(json_value);
-    writeJson(dir / file, j);
+    write_json(dir / file, j);
   };
 }
 
 Mutation remove(std::string file, std::string pointer) {
   return [=](const fs::path& dir) {
-    Json j = readJson(dir / file);
+    Json j = read_json(dir / file);
     Json::json_pointer ptr(pointer);
     Json& parent = j[ptr.parent_pointer()];
     if (parent.is_array()) {
@@ -123,20 +117,20 @@ Mutation remove(std::string file, std::string pointer) {
     } else {
       REQUIRE(parent.erase(ptr.back()) == 1);
     }
-    writeJson(dir / file, j);
+    write_json(dir / file, j);
   };
 }
 
 Mutation raw(std::string file, std::string text) {
-  return [=](const fs::path& dir) { writeFile(dir / file, text); };
+  return [=](const fs::path& dir) { write_file(dir / file, text); };
 }
 
-Mutation removeFile(std::string file) {
+Mutation remove_file(std::string file) {
   return [=](const fs::path& dir) { REQUIRE(fs::remove(dir / file)); };
 }
 
-Mutation chmodOf(std::string file, unsigned mode) {
-  return [=](const fs::path& dir) { chmodFile(dir / file, mode); };
+Mutation chmod_of(std::string file, unsigned mode) {
+  return [=](const fs::path& dir) { chmod_file(dir / file, mode); };
 }
 
 Mutation all(std::vector<Mutation> steps) {
@@ -146,12 +140,12 @@ Mutation all(std::vector<Mutation> steps) {
 }
 
 // The certificate part of a make-pki bundle (certificate, then key).
-std::string certificatePart(const std::string& bundle) {
+std::string certificate_part(const std::string& bundle) {
   size_t key = bundle.find("-----BEGIN PRIVATE KEY-----");
   REQUIRE(key != std::string::npos);
   return bundle.substr(0, key);
 }
-std::string keyPart(const std::string& bundle) {
+std::string key_part(const std::string& bundle) {
   size_t key = bundle.find("-----BEGIN PRIVATE KEY-----");
   REQUIRE(key != std::string::npos);
   return bundle.substr(key);
@@ -167,12 +161,12 @@ const Target kLb{true, ""};
 const Target kNode1{false, "node1"};
 
 // The ConfigError's what(), or "(loaded)" if the directory is valid.
-std::string loadError(const Target& target, const fs::path& dir) {
+std::string load_error(const Target& target, const fs::path& dir) {
   try {
     if (target.lb) {
-      (void)config::loadLb(dir);
+      (void)config::load_lb(dir);
     } else {
-      (void)config::loadNodeProxy(dir, target.node);
+      (void)config::load_node_proxy(dir, target.node);
     }
   } catch (const config::ConfigError& e) {
     return e.what();
@@ -180,7 +174,7 @@ std::string loadError(const Target& target, const fs::path& dir) {
   return "(loaded)";
 }
 
-std::string withDir(std::string text, const fs::path& dir) {
+std::string with_dir(std::string text, const fs::path& dir) {
   const std::string token = "{dir}";
   for (size_t at = text.find(token); at != std::string::npos; at = text.find(token, at)) {
     text.replace(at, token.size(), dir.string());
@@ -203,12 +197,12 @@ edgepin::test::ProcessResult run(std::vector<std::string> argv) {
   return edgepin::test::run_process(std::move(options), kProcessTimeout);
 }
 
-edgepin::test::ProcessResult runBinary(const char* binary, std::vector<std::string> args) {
+edgepin::test::ProcessResult run_binary(const char* binary, std::vector<std::string> args) {
   args.insert(args.begin(), binary);
   return run(std::move(args));
 }
 
-edgepin::test::CertSpec certSpec(const std::string& name, int valid_days) {
+edgepin::test::CertSpec cert_spec(const std::string& name, int valid_days) {
   edgepin::test::CertSpec spec;
   spec.common_name = name;
   spec.dns_names = {name};
@@ -235,9 +229,9 @@ const cli::Program kNodeProgram{"edgepin-node-proxy", "test", true};
 // ===========================================================================
 
 TEST_CASE("the repository's conf/ examples validate for the lb and every node", "[config]") {
-  const fs::path& dir = goodDir();
+  const fs::path& dir = good_dir();
 
-  const config::LbConfigSet lb = config::loadLb(dir);
+  const config::LbConfigSet lb = config::load_lb(dir);
   CHECK(config::summary(lb) == "cluster \"demo\", 3 nodes, 2 frontends");
   CHECK(lb.warnings.empty());
   REQUIRE(lb.cluster.nodes.size() == 3);
@@ -245,13 +239,13 @@ TEST_CASE("the repository's conf/ examples validate for the lb and every node", 
     const config::Node& n = lb.cluster.nodes[i];
     CHECK(n.name == "node" + std::to_string(i + 1));
     CHECK(n.tag == i + 1);
-    CHECK(n.address.toString() == "127.0.0." + std::to_string(11 + i));
-    CHECK(n.endpoint(config::NodePort::Tls).toString() == n.address.toString() + ":8443");
-    CHECK(n.endpoint(config::NodePort::Http).toString() == n.address.toString() + ":8081");
-    CHECK(n.endpoint(config::NodePort::Peer).toString() == n.address.toString() + ":9443");
+    CHECK(n.address.to_string() == "127.0.0." + std::to_string(11 + i));
+    CHECK(n.endpoint(config::NodePort::Tls).to_string() == n.address.to_string() + ":8443");
+    CHECK(n.endpoint(config::NodePort::Http).to_string() == n.address.to_string() + ":8081");
+    CHECK(n.endpoint(config::NodePort::Peer).to_string() == n.address.to_string() + ":9443");
     CHECK(n.weight == 100);
     REQUIRE(n.upstream);
-    CHECK(n.upstream->toString() == n.address.toString() + ":8080");
+    CHECK(n.upstream->to_string() == n.address.to_string() + ":8080");
   }
   CHECK(lb.cluster.affinity.mode == config::AffinityMode::Cookie);
   CHECK(lb.cluster.affinity.cookie_name == "EDGEPIN_NODE");
@@ -263,27 +257,27 @@ TEST_CASE("the repository's conf/ examples validate for the lb and every node", 
   CHECK(https.name == "https");
   CHECK(https.mode == config::FrontendMode::Tls);
   REQUIRE(https.bind.size() == 1);
-  CHECK(https.bind[0].toString() == "127.0.0.1:443");
+  CHECK(https.bind[0].to_string() == "127.0.0.1:443");
   CHECK(https.server_port == config::NodePort::Tls);
   CHECK(https.proxy_protocol == config::ProxyProtocol::V2);
   CHECK(https.inspect.timeout == 5000ms);
   const config::Frontend& http = lb.lb.frontends[1];
   CHECK(http.mode == config::FrontendMode::Tcp);
-  CHECK(http.bind[0].toString() == "127.0.0.1:80");
+  CHECK(http.bind[0].to_string() == "127.0.0.1:80");
   CHECK(http.server_port == config::NodePort::Http);
   CHECK(lb.lb.health_check.type == config::HealthCheckType::Http);
   CHECK(lb.lb.health_check.port.resolve(lb.cluster.nodes[1]) == 8081);
   CHECK(lb.lb.health_check.path == "/_edgepin/health");
   CHECK(lb.lb.health_check.proxy_protocol == config::ProxyProtocol::V2);
   REQUIRE(lb.lb.stats);
-  CHECK(lb.lb.stats->bind.toString() == "127.0.0.1:8888");
+  CHECK(lb.lb.stats->bind.to_string() == "127.0.0.1:8888");
   CHECK_FALSE(lb.lb.admin_socket);
 
   for (int i = 1; i <= 3; ++i) {
     const std::string name = "node" + std::to_string(i);
     const std::string addr = "127.0.0." + std::to_string(10 + i);
     INFO(name);
-    const config::NodeConfigSet node = config::loadNodeProxy(dir, name);
+    const config::NodeConfigSet node = config::load_node_proxy(dir, name);
     CHECK(config::summary(node) == "cluster \"demo\", node \"" + name + "\" (tag " +
                                        std::to_string(i) +
                                        "), 2 listeners, 1 certificate, 2 peers");
@@ -294,7 +288,7 @@ TEST_CASE("the repository's conf/ examples validate for the lb and every node", 
     REQUIRE(node.proxy.listeners.size() == 2);
     const config::Listener& tls = node.proxy.listeners[0];
     CHECK(tls.tls);
-    CHECK(tls.bind.toString() == addr + ":8443");
+    CHECK(tls.bind.to_string() == addr + ":8443");
     CHECK(tls.proxy_protocol == config::AcceptProxy::V2);
     CHECK(tls.public_port == 443);
     REQUIRE(tls.trusted_proxies.size() == 2);
@@ -303,7 +297,7 @@ TEST_CASE("the repository's conf/ examples validate for the lb and every node", 
     CHECK(tls.trusted_proxies[1].contains(*IpAddress::parse("::1")));
     const config::Listener& plain = node.proxy.listeners[1];
     CHECK_FALSE(plain.tls);
-    CHECK(plain.bind.toString() == addr + ":8081");
+    CHECK(plain.bind.to_string() == addr + ":8081");
     CHECK(plain.public_port == 80);
     REQUIRE(node.proxy.tls);
     REQUIRE(node.proxy.tls->certificates.size() == 1);
@@ -312,7 +306,7 @@ TEST_CASE("the repository's conf/ examples validate for the lb and every node", 
     CHECK(node.proxy.tls->certificates[0].key_file == pem);
     CHECK(node.proxy.tls->alpn == std::vector<std::string>{"http/1.1"});
     // cluster.json's per-node upstream overrides node-proxy.json's default.
-    CHECK(node.proxy.upstream.address.toString() == addr + ":8080");
+    CHECK(node.proxy.upstream.address.to_string() == addr + ":8080");
     CHECK(node.proxy.peer.enabled);
     CHECK(node.proxy.peer.cert_file == dir / ("pki/peer/" + name + ".crt"));
     CHECK(node.proxy.peer.key_file == dir / ("pki/peer/" + name + ".key"));
@@ -326,15 +320,15 @@ TEST_CASE("deploy/make-pki.sh is idempotent and --force remakes", "[config][pki]
   CaseDir c;
   const fs::path ca = c.path() / "pki/ca.crt";
   const fs::path key = c.path() / "keys/cluster.key";
-  const std::string ca_before = readFile(ca);
-  const std::string key_before = readFile(key);
+  const std::string ca_before = read_file(ca);
+  const std::string key_before = read_file(key);
   const std::string script = std::string(EDGEPIN_SOURCE_DIR) + "/deploy/make-pki.sh";
 
   auto again = run({"bash", script, c.path().string()});
   REQUIRE(again.ok());
   CHECK(again.out.find("everything already present") != std::string::npos);
-  CHECK(readFile(ca) == ca_before);
-  CHECK(readFile(key) == key_before);
+  CHECK(read_file(ca) == ca_before);
+  CHECK(read_file(key) == key_before);
 
   // A node whose files are missing gets them; nothing else changes.
   fs::remove(c.path() / "pki/peer/node2.crt");
@@ -342,25 +336,25 @@ TEST_CASE("deploy/make-pki.sh is idempotent and --force remakes", "[config][pki]
   REQUIRE(fill.ok());
   CHECK(fill.out ==
         "make-pki: created " + (c.path() / "pki/peer/node2.crt").string() + " and node2.key\n");
-  CHECK(readFile(ca) == ca_before);
-  CHECK(loadError(Target{false, "node2"}, c.path()) == "(loaded)");
+  CHECK(read_file(ca) == ca_before);
+  CHECK(load_error(Target{false, "node2"}, c.path()) == "(loaded)");
 
   auto forced = run({"bash", script, "--force", c.path().string()});
   REQUIRE(forced.ok());
-  CHECK(readFile(ca) != ca_before);
-  CHECK(readFile(key) != key_before);
+  CHECK(read_file(ca) != ca_before);
+  CHECK(read_file(key) != key_before);
   struct stat st {};
   REQUIRE(::stat(key.c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
   for (auto n : {"node1", "node2", "node3"}) {
-    CHECK(loadError(Target{false, n}, c.path()) == "(loaded)");
+    CHECK(load_error(Target{false, n}, c.path()) == "(loaded)");
   }
 }
 
 TEST_CASE("broken configurations give one exact line naming file and JSON pointer", "[config]") {
   const std::vector<BadCase> cases = {
       // ---- cluster.json: the file and the reader ----
-      {kLb, removeFile("cluster.json"), "{dir}/cluster.json: no such file"},
+      {kLb, remove_file("cluster.json"), "{dir}/cluster.json: no such file"},
       {kLb, raw("cluster.json", "{\n  \"cluster\": {\"name\": \"demo\",}\n}\n"),
        "{dir}/cluster.json:2:30: invalid JSON: syntax error while parsing object key - "
        "unexpected '}'; expected string literal"},
@@ -466,7 +460,7 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
        "{dir}/cluster.json: /nodes: every node has weight 0; at least one must take new "
        "clients"},
       // ---- lb.json ----
-      {kLb, removeFile("lb.json"), "{dir}/lb.json: no such file"},
+      {kLb, remove_file("lb.json"), "{dir}/lb.json: no such file"},
       {kLb,
        [](const fs::path& dir) {
          fs::remove(dir / "lb.json");
@@ -552,7 +546,7 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
       // ---- node-proxy.json and the node's files ----
       {Target{false, "node9"}, [](const fs::path&) {},
        "{dir}/cluster.json: /nodes: no node named \"node9\" (nodes: node1, node2, node3)"},
-      {kNode1, removeFile("node-proxy.json"), "{dir}/node-proxy.json: no such file"},
+      {kNode1, remove_file("node-proxy.json"), "{dir}/node-proxy.json: no such file"},
       // nlohmann reports the column of the last character it read: the end
       // of the unexpected token.
       {kNode1, raw("node-proxy.json", "{\"threads\": 0 \"listeners\": []}"),
@@ -589,9 +583,9 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
       {kNode1, remove("node-proxy.json", "/tls"),
        "{dir}/node-proxy.json: missing required key \"tls\" (listener /listeners/0 has "
        "\"tls\": true)"},
-      {kNode1, removeFile("pki/nodes/node1.pem"),
+      {kNode1, remove_file("pki/nodes/node1.pem"),
        "{dir}/node-proxy.json: /tls/certificates/0: no such file: {dir}/pki/nodes/node1.pem"},
-      {kNode1, chmodOf("pki/nodes/node1.pem", 0644),
+      {kNode1, chmod_of("pki/nodes/node1.pem", 0644),
        "{dir}/node-proxy.json: /tls/certificates/0: private key file {dir}/pki/nodes/node1.pem "
        "is readable by group or others (mode 0644; chmod 600 it)"},
       {kNode1, set("node-proxy.json", "/tls/certificates/0", "\"pki/nodes/{name}.pem\""),
@@ -600,15 +594,15 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
       {kNode1,
        [](const fs::path& dir) {
          const fs::path pem = dir / "pki/nodes/node1.pem";
-         writeFile(pem, certificatePart(readFile(pem)));
+         write_file(pem, certificate_part(read_file(pem)));
        },
        "{dir}/node-proxy.json: /tls/certificates/0: {dir}/pki/nodes/node1.pem: no private key "
        "in the file, nor in {dir}/pki/nodes/node1.pem.key or {dir}/pki/nodes/node1.key"},
       {kNode1,
        [](const fs::path& dir) {
          const fs::path pem = dir / "pki/nodes/node1.pem";
-         writeFile(pem,
-                   certificatePart(readFile(pem)) + keyPart(readFile(dir / "pki/nodes/node2.pem")),
+         write_file(pem,
+                   certificate_part(read_file(pem)) + key_part(read_file(dir / "pki/nodes/node2.pem")),
                    fs::perms(0600));
        },
        "{dir}/node-proxy.json: /tls/certificates/0: private key {dir}/pki/nodes/node1.pem does "
@@ -724,16 +718,16 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
             set("node-proxy.json", "/peer/key_file", "\"pki/nodes/{node}.pem\"")}),
        "{dir}/node-proxy.json: /peer/cert_file: {dir}/pki/nodes/node1.pem: not valid for TLS "
        "client authentication (extendedKeyUsage clientAuth)"},
-      {kNode1, chmodOf("pki/peer/node1.key", 0640),
+      {kNode1, chmod_of("pki/peer/node1.key", 0640),
        "{dir}/node-proxy.json: /peer/key_file: private key file {dir}/pki/peer/node1.key is "
        "readable by group or others (mode 0640; chmod 600 it)"},
       {kNode1, set("node-proxy.json", "/peer/key_file", "\"pki\""),
        "{dir}/node-proxy.json: /peer/key_file: not a regular file: {dir}/pki"},
-      {kNode1, removeFile("pki/peer/node1.key"),
+      {kNode1, remove_file("pki/peer/node1.key"),
        "{dir}/node-proxy.json: /peer/key_file: no such file: {dir}/pki/peer/node1.key"},
-      {kNode1, all({remove("node-proxy.json", "/peer"), removeFile("pki/peer/node1.crt")}),
+      {kNode1, all({remove("node-proxy.json", "/peer"), remove_file("pki/peer/node1.crt")}),
        "{dir}/node-proxy.json: /peer/cert_file: no such file: {dir}/pki/peer/node1.crt"},
-      {kNode1, removeFile("pki/ca.crt"),
+      {kNode1, remove_file("pki/ca.crt"),
        "{dir}/cluster.json: /cluster/peer/ca_file: no such file: {dir}/pki/ca.crt"},
       {kNode1,
        [](const fs::path& dir) {
@@ -744,20 +738,20 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
        },
        "{dir}/node-proxy.json: /peer/cert_file: {dir}/pki/peer/node1.crt: does not verify "
        "against the cluster CA {dir}/pki/ca.crt: unable to get local issuer certificate"},
-      {kNode1, chmodOf("keys/cluster.key", 0644),
+      {kNode1, chmod_of("keys/cluster.key", 0644),
        "{dir}/cluster.json: /cluster/affinity/key_file: private key file {dir}/keys/cluster.key "
        "is readable by group or others (mode 0644; chmod 600 it)"},
       {kNode1,
-       [](const fs::path& dir) { writeFile(dir / "keys/cluster.key", "abcd\n", fs::perms(0600)); },
+       [](const fs::path& dir) { write_file(dir / "keys/cluster.key", "abcd\n", fs::perms(0600)); },
        "{dir}/cluster.json: /cluster/affinity/key_file: {dir}/keys/cluster.key: key of 2 bytes "
        "(expected 32..64 bytes written as hex, e.g. by `openssl rand -hex 32`)"},
       {kNode1,
        [](const fs::path& dir) {
-         writeFile(dir / "keys/cluster.key", std::string(64, 'z') + "\n", fs::perms(0600));
+         write_file(dir / "keys/cluster.key", std::string(64, 'z') + "\n", fs::perms(0600));
        },
        "{dir}/cluster.json: /cluster/affinity/key_file: {dir}/keys/cluster.key: not a hex "
        "string (expected 32..64 bytes written as hex, e.g. by `openssl rand -hex 32`)"},
-      {kNode1, removeFile("keys/cluster.key"),
+      {kNode1, remove_file("keys/cluster.key"),
        "{dir}/cluster.json: /cluster/affinity/key_file: no such file: {dir}/keys/cluster.key"},
   };
   REQUIRE(cases.size() >= 40);
@@ -766,9 +760,9 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
     const BadCase& c = cases[i];
     CaseDir dir;
     c.mutate(dir.path());
-    const std::string expected = withDir(c.expected, dir.path());
+    const std::string expected = with_dir(c.expected, dir.path());
     INFO("case " << i << ": " << expected);
-    CHECK(loadError(c.target, dir.path()) == expected);
+    CHECK(load_error(c.target, dir.path()) == expected);
   }
 }
 
@@ -776,23 +770,23 @@ TEST_CASE("the lb never opens keys or certificates", "[config]") {
   CaseDir c;
   fs::remove_all(c.path() / "pki");
   fs::remove_all(c.path() / "keys");
-  const config::LbConfigSet lb = config::loadLb(c.path());
+  const config::LbConfigSet lb = config::load_lb(c.path());
   CHECK(config::summary(lb) == "cluster \"demo\", 3 nodes, 2 frontends");
 }
 
 TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CaseDir c;
   const fs::path& dir = c.path();
-  writeFile(dir / "cluster.json", R"({
+  write_file(dir / "cluster.json", R"({
     "cluster": {"name": "mini"},
     "nodes": [
       {"name": "a", "tag": 7, "address": "::1",
        "tls_port": 8443, "http_port": 8081, "peer_port": 9443}
     ]})");
-  writeFile(dir / "lb.json",
-            R"({"frontends": [{"name": "f", "mode": "tls", "bind": ["[::]:8443"]}]})");
-  writeFile(dir / "node-proxy.json",
-            R"({"listeners": [{"name": "l"}], "tls": {"certificates": ["pki/nodes/node1.pem"]}})");
+  write_file(dir / "lb.json",
+             R"({"frontends": [{"name": "f", "mode": "tls", "bind": ["[::]:8443"]}]})");
+  write_file(dir / "node-proxy.json",
+             R"({"listeners": [{"name": "l"}], "tls": {"certificates": ["pki/nodes/node1.pem"]}})");
   // Node "a" presents the default peer paths pki/peer/{node}.*, signed by the cluster CA.
   edgepin::test::TempDir issuer("edgepin-issuer-");
   {
@@ -811,7 +805,7 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
     REQUIRE(r.ok());
   }
 
-  const config::LbConfigSet lb = config::loadLb(dir);
+  const config::LbConfigSet lb = config::load_lb(dir);
   const config::ClusterConfig& cl = lb.cluster;
   CHECK(cl.tag_scheme == config::TagScheme::EdgepinV1);
   CHECK(cl.affinity.mode == config::AffinityMode::Cookie);
@@ -828,12 +822,12 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   REQUIRE(cl.nodes.size() == 1);
   CHECK(cl.nodes[0].weight == 100);
   CHECK_FALSE(cl.nodes[0].upstream);
-  CHECK(cl.nodes[0].address == IpAddress::loopbackV6());
+  CHECK(cl.nodes[0].address == IpAddress::loopback_v6());
 
   const config::LbConfig& l = lb.lb;
   CHECK(l.threads == 0);
   REQUIRE(l.frontends.size() == 1);
-  CHECK(l.frontends[0].bind[0] == SocketAddress(IpAddress::anyV6(), 8443));
+  CHECK(l.frontends[0].bind[0] == SocketAddress(IpAddress::any_v6(), 8443));
   CHECK(l.frontends[0].server_port == config::NodePort::Tls);
   CHECK(l.frontends[0].proxy_protocol == config::ProxyProtocol::None);
   CHECK(l.frontends[0].inspect.buffer_bytes == 16384);
@@ -872,13 +866,13 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK(l.log.level == edgepin::log::Level::Info);
   CHECK(l.log.access_log);
 
-  const config::NodeConfigSet node = config::loadNodeProxy(dir, "a");
+  const config::NodeConfigSet node = config::load_node_proxy(dir, "a");
   const config::NodeProxyConfig& p = node.proxy;
   CHECK(node.peers.empty());
   CHECK(p.threads == 0);
   REQUIRE(p.listeners.size() == 1);
   CHECK(p.listeners[0].tls);
-  CHECK(p.listeners[0].bind.toString() == "[::1]:8443");
+  CHECK(p.listeners[0].bind.to_string() == "[::1]:8443");
   CHECK(p.listeners[0].proxy_protocol == config::AcceptProxy::None);
   CHECK(p.listeners[0].trusted_proxies.empty());
   CHECK(p.listeners[0].public_port == 443);
@@ -896,7 +890,7 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK(p.tls->tickets.enabled);
   CHECK(p.tls->tickets.rotate == 3600s);
   CHECK(p.tls->tickets.grace == 3600s);
-  CHECK(p.upstream.address.toString() == "127.0.0.1:8080");
+  CHECK(p.upstream.address.to_string() == "127.0.0.1:8080");
   CHECK(p.upstream.pool_size == 64);
   CHECK(p.upstream.connect_timeout == 2000ms);
   CHECK(p.upstream.response_timeout == 60000ms);
@@ -920,8 +914,8 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK(p.stats.enabled);
   CHECK(p.stats.path == "/_edgepin/stats");
   REQUIRE(p.stats.allow.size() == 2);
-  CHECK(p.stats.allow[0].toString() == "127.0.0.0/8");
-  CHECK(p.stats.allow[1].toString() == "::1/128");
+  CHECK(p.stats.allow[0].to_string() == "127.0.0.0/8");
+  CHECK(p.stats.allow[1].to_string() == "::1/128");
   CHECK_FALSE(p.stats.metrics_bind);
   CHECK(p.peer.enabled);
   CHECK(p.peer.cert_file == dir / "pki/peer/a.crt");
@@ -937,10 +931,10 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
     set("cluster.json", "/nodes/1/address", "\"::1\"")(c.path());
     set("node-proxy.json", "/listeners/1/port", "18081")(c.path());
     set("node-proxy.json", "/listeners/1/bind", "\"0.0.0.0\"")(c.path());
-    const config::LbConfigSet lb = config::loadLb(c.path());
-    CHECK(lb.cluster.nodes[1].endpoint(config::NodePort::Tls).toString() == "[::1]:8443");
-    const config::NodeConfigSet n = config::loadNodeProxy(c.path(), "node1");
-    CHECK(n.proxy.listeners[1].bind.toString() == "0.0.0.0:18081");
+    const config::LbConfigSet lb = config::load_lb(c.path());
+    CHECK(lb.cluster.nodes[1].endpoint(config::NodePort::Tls).to_string() == "[::1]:8443");
+    const config::NodeConfigSet n = config::load_node_proxy(c.path(), "node1");
+    CHECK(n.proxy.listeners[1].bind.to_string() == "0.0.0.0:18081");
   }
   SECTION("affinity \"none\" needs neither the cluster key nor peer certificates") {
     CaseDir c;
@@ -948,7 +942,7 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
     fs::remove_all(c.path() / "keys");
     fs::remove_all(c.path() / "pki/peer");
     fs::remove(c.path() / "pki/ca.crt");
-    const config::NodeConfigSet n = config::loadNodeProxy(c.path(), "node2");
+    const config::NodeConfigSet n = config::load_node_proxy(c.path(), "node2");
     CHECK_FALSE(n.proxy.peer.enabled);
     CHECK(n.cluster_key.empty());
   }
@@ -958,16 +952,16 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
     fs::create_directory(extra);
     edgepin::test::TestPki pki(extra);
     // b.pem with its key as b.key (the "<stem>.key" rule)
-    pki.issue("b", certSpec("b.test", 30));
+    pki.issue("b", cert_spec("b.test", 30));
     // a.pem with its key as a.pem.key (the "<file>.key" rule), expired
-    pki.issue("a", certSpec("a.test", -1));
+    pki.issue("a", cert_spec("a.test", -1));
     fs::rename(extra / "a.key", extra / "a.pem.key");
     // The test PKI's other outputs are not certificates to serve.
     for (auto f : {"a-chain.pem", "b-chain.pem", "ca.pem", "ca.key"}) fs::remove(extra / f);
     set("node-proxy.json", "/tls/certificates",
         R"(["pki/nodes/{node}.pem", "pki/extra"])")(c.path());
     set("node-proxy.json", "/tls/default_certificate", "\"pki/extra/b.pem\"")(c.path());
-    const config::NodeConfigSet n = config::loadNodeProxy(c.path(), "node1");
+    const config::NodeConfigSet n = config::load_node_proxy(c.path(), "node1");
     REQUIRE(n.proxy.tls);
     const auto& certs = n.proxy.tls->certificates;
     REQUIRE(certs.size() == 3);  // node1.pem, then the directory in name order
@@ -982,8 +976,9 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
   }
   SECTION("lb timeouts: separate client and server timeouts, tunnel 0 turns it off") {
     CaseDir c;
-    set("lb.json", "/timeouts", R"({"client_ms": 1500, "server_ms": 2500, "tunnel_ms": 0})")(c.path());
-    const config::LbConfigSet lb = config::loadLb(c.path());
+    set("lb.json", "/timeouts",
+        R"({"client_ms": 1500, "server_ms": 2500, "tunnel_ms": 0})")(c.path());
+    const config::LbConfigSet lb = config::load_lb(c.path());
     CHECK(lb.lb.timeouts.client == 1500ms);
     CHECK(lb.lb.timeouts.server == 2500ms);
     CHECK(lb.lb.timeouts.tunnel == 0ms);
@@ -992,19 +987,19 @@ TEST_CASE("valid variations load with the values they name", "[config]") {
   SECTION("metrics listener: a port on the node's address, or a given address") {
     CaseDir c;
     set("node-proxy.json", "/metrics", R"({"port": 9180})")(c.path());
-    const config::NodeConfigSet n2 = config::loadNodeProxy(c.path(), "node2");
+    const config::NodeConfigSet n2 = config::load_node_proxy(c.path(), "node2");
     REQUIRE(n2.proxy.stats.metrics_bind);
-    CHECK(n2.proxy.stats.metrics_bind->toString() == "127.0.0.12:9180");
+    CHECK(n2.proxy.stats.metrics_bind->to_string() == "127.0.0.12:9180");
     set("node-proxy.json", "/metrics", R"({"port": 9181, "bind": "*"})")(c.path());
-    const config::NodeConfigSet n3 = config::loadNodeProxy(c.path(), "node3");
+    const config::NodeConfigSet n3 = config::load_node_proxy(c.path(), "node3");
     REQUIRE(n3.proxy.stats.metrics_bind);
-    CHECK(n3.proxy.stats.metrics_bind->toString() == "0.0.0.0:9181");
+    CHECK(n3.proxy.stats.metrics_bind->to_string() == "0.0.0.0:9181");
   }
   SECTION("admin socket with {node}, mode and relative path") {
     CaseDir c;
     set("node-proxy.json", "/admin_socket",
         R"({"path": "run/{node}.sock", "mode": "0600"})")(c.path());
-    const config::NodeConfigSet n = config::loadNodeProxy(c.path(), "node3");
+    const config::NodeConfigSet n = config::load_node_proxy(c.path(), "node3");
     REQUIRE(n.proxy.admin_socket);
     CHECK(n.proxy.admin_socket->path == c.path() / "run/node3.sock");
     CHECK(n.proxy.admin_socket->mode == 0600);
@@ -1015,15 +1010,15 @@ TEST_CASE("socket addresses and CIDR ranges", "[config][net_address]") {
   std::string error;
   auto v4 = SocketAddress::parse("127.0.0.1:443", {}, &error);
   REQUIRE(v4);
-  CHECK(v4->ip().isV4());
+  CHECK(v4->ip().is_v4());
   CHECK(v4->port() == 443);
   auto v6 = SocketAddress::parse("[2001:db8::1]:8443", {}, &error);
   REQUIRE(v6);
-  CHECK(v6->toString() == "[2001:db8::1]:8443");
+  CHECK(v6->to_string() == "[2001:db8::1]:8443");
   CHECK_FALSE(SocketAddress::parse("*:443", {}, &error));
   auto any = SocketAddress::parse("*:443", {.allow_wildcard = true}, &error);
   REQUIRE(any);
-  CHECK(any->ip().isUnspecified());
+  CHECK(any->ip().is_unspecified());
   CHECK_FALSE(SocketAddress::parse("127.0.0.1:0", {}, &error));
   CHECK(error == "port 0 out of range 1..65535");
   CHECK(SocketAddress::parse("127.0.0.1:0", {.allow_port_zero = true}, &error));
@@ -1036,11 +1031,11 @@ TEST_CASE("socket addresses and CIDR ranges", "[config][net_address]") {
   // sockaddr round trip for both families.
   for (const auto& a : {*v4, *v6}) {
     sockaddr_storage ss{};
-    socklen_t len = a.toSockaddr(ss);
-    auto back = SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
+    socklen_t len = a.to_sockaddr(ss);
+    auto back = SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len);
     REQUIRE(back);
     CHECK(*back == a);
-    CHECK_FALSE(SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(&ss), len - 1));
+    CHECK_FALSE(SocketAddress::from_sockaddr(reinterpret_cast<const sockaddr*>(&ss), len - 1));
   }
 
   // Overlap: same port and same address, or a wildcard of the same family.
@@ -1066,8 +1061,8 @@ TEST_CASE("socket addresses and CIDR ranges", "[config][net_address]") {
   CHECK_FALSE(cidr("127.0.0.0/8").contains(*IpAddress::parse("::1")));
   CHECK(cidr("0.0.0.0/0").contains(*IpAddress::parse("203.0.113.9")));
   CHECK(cidr("2001:db8::/32").contains(*IpAddress::parse("2001:db8:ffff::1")));
-  CHECK(cidr("::1").toString() == "::1/128");
-  CHECK(cidr("203.0.113.7").toString() == "203.0.113.7/32");
+  CHECK(cidr("::1").to_string() == "::1/128");
+  CHECK(cidr("203.0.113.7").to_string() == "203.0.113.7/32");
   CHECK_FALSE(Cidr::parse("127.0.0.0/-1"));
   CHECK_FALSE(Cidr::parse("::/129"));
   CHECK_FALSE(Cidr::parse("10.0.0.1/31", &error));
@@ -1081,7 +1076,7 @@ TEST_CASE("command-line parsing", "[cli]") {
     err.str("");
     args.insert(args.begin(), std::string(p.name));
     Argv argv(std::move(args));
-    return cli::parseCommandLine(p, argv.argc(), argv.argv(), out, err);
+    return cli::parse_command_line(p, argv.argc(), argv.argv(), out, err);
   };
 
   auto r = parse(kLbProgram, {});
@@ -1145,22 +1140,22 @@ TEST_CASE("command-line parsing", "[cli]") {
 
   r = parse(kLbProgram, {"-v"});
   CHECK(r.exit_code == 0);
-  CHECK(out.str() == cli::versionLine(kLbProgram) + "\n");
+  CHECK(out.str() == cli::version_line(kLbProgram) + "\n");
 }
 
 TEST_CASE("the binaries' --check, --version and --help", "[cli][binaries]") {
-  const std::string good = goodDir().string();
+  const std::string good = good_dir().string();
   const std::string version = std::string(" ") + edgepin::kVersion + " (";
 
   SECTION("--check on the example directory") {
-    auto r = runBinary(EDGEPIN_LB_BIN, {"--config-dir", good, "--check"});
+    auto r = run_binary(EDGEPIN_LB_BIN, {"--config-dir", good, "--check"});
     INFO(r.describe());
     CHECK(r.exited);
     CHECK(r.exit_code == 0);
     CHECK(r.out == "edgepin-lb: configuration valid: cluster \"demo\", 3 nodes, 2 frontends\n");
     CHECK(r.err.empty());
     for (auto n : {"node1", "node2", "node3"}) {
-      auto p = runBinary(EDGEPIN_NODE_PROXY_BIN, {"-C", good, "--node", n, "-c"});
+      auto p = run_binary(EDGEPIN_NODE_PROXY_BIN, {"-C", good, "--node", n, "-c"});
       INFO(p.describe());
       CHECK(p.exit_code == 0);
       CHECK(p.out == "edgepin-node-proxy: configuration valid: cluster \"demo\", node \"" +
@@ -1175,23 +1170,23 @@ TEST_CASE("the binaries' --check, --version and --help", "[cli][binaries]") {
     set("cluster.json", "/nodes/2/tag", "3")(c.path());
     set("cluster.json", "/nodes/0/tag", "3")(c.path());
     const std::string d = c.path().string();
-    auto r = runBinary(EDGEPIN_LB_BIN, {"--config-dir", d, "--check"});
+    auto r = run_binary(EDGEPIN_LB_BIN, {"--config-dir", d, "--check"});
     INFO(r.describe());
     CHECK(r.exit_code == 1);
     CHECK(r.out.empty());
     CHECK(r.err ==
           "edgepin-lb: " + d + "/cluster.json: /nodes/2/tag: duplicate tag 3 (also /nodes/0)\n");
 
-    auto p = runBinary(EDGEPIN_NODE_PROXY_BIN, {"--config-dir", d, "--node", "node1", "--check"});
+    auto p = run_binary(EDGEPIN_NODE_PROXY_BIN, {"--config-dir", d, "--node", "node1", "--check"});
     CHECK(p.exit_code == 1);
     CHECK(p.err == "edgepin-node-proxy: " + d +
                        "/cluster.json: /nodes/2/tag: duplicate tag 3 (also /nodes/0)\n");
 
-    auto missing = runBinary(EDGEPIN_LB_BIN, {"--config-dir", d + "/nope", "--check"});
+    auto missing = run_binary(EDGEPIN_LB_BIN, {"--config-dir", d + "/nope", "--check"});
     CHECK(missing.exit_code == 1);
     CHECK(missing.err == "edgepin-lb: " + d + "/nope: no such directory\n");
 
-    auto unknown = runBinary(EDGEPIN_NODE_PROXY_BIN, {"-C", good, "-n", "node4", "-c"});
+    auto unknown = run_binary(EDGEPIN_NODE_PROXY_BIN, {"-C", good, "-n", "node4", "-c"});
     CHECK(unknown.exit_code == 1);
     CHECK(unknown.err == "edgepin-node-proxy: " + good +
                              "/cluster.json: /nodes: no node named \"node4\" (nodes: node1, "
@@ -1203,9 +1198,9 @@ TEST_CASE("the binaries' --check, --version and --help", "[cli][binaries]") {
     fs::remove_all(c.path() / "pki");
     fs::remove_all(c.path() / "keys");
     const std::string d = c.path().string();
-    auto r = runBinary(EDGEPIN_LB_BIN, {"--config-dir", d, "--check"});
+    auto r = run_binary(EDGEPIN_LB_BIN, {"--config-dir", d, "--check"});
     CHECK(r.exit_code == 0);
-    auto p = runBinary(EDGEPIN_NODE_PROXY_BIN, {"--config-dir", d, "--node", "node2", "--check"});
+    auto p = run_binary(EDGEPIN_NODE_PROXY_BIN, {"--config-dir", d, "--node", "node2", "--check"});
     CHECK(p.exit_code == 1);
     CHECK(p.err == "edgepin-node-proxy: " + d +
                        "/node-proxy.json: /tls/certificates/0: no such file: " + d +
@@ -1216,10 +1211,10 @@ TEST_CASE("the binaries' --check, --version and --help", "[cli][binaries]") {
     CaseDir c;
     fs::create_directory(c.path() / "pki/old");
     edgepin::test::TestPki pki(c.path() / "pki/old");
-    pki.issue("old", certSpec("old.test", -1));
+    pki.issue("old", cert_spec("old.test", -1));
     set("node-proxy.json", "/tls/certificates/1", "\"pki/old/old.pem\"")(c.path());
-    auto p = runBinary(EDGEPIN_NODE_PROXY_BIN,
-                       {"--config-dir", c.path().string(), "--node", "node1", "--check"});
+    auto p = run_binary(EDGEPIN_NODE_PROXY_BIN,
+                        {"--config-dir", c.path().string(), "--node", "node1", "--check"});
     INFO(p.describe());
     CHECK(p.exit_code == 0);
     CHECK(p.out.find("configuration valid") != std::string::npos);
@@ -1234,18 +1229,18 @@ TEST_CASE("the binaries' --check, --version and --help", "[cli][binaries]") {
   SECTION("--version and --help") {
     for (auto [bin, name] : {std::pair{EDGEPIN_LB_BIN, "edgepin-lb"},
                              std::pair{EDGEPIN_NODE_PROXY_BIN, "edgepin-node-proxy"}}) {
-      auto v = runBinary(bin, {"--version"});
+      auto v = run_binary(bin, {"--version"});
       CHECK(v.exit_code == 0);
       CHECK(v.out.rfind(std::string(name) + version, 0) == 0);
       CHECK(std::count(v.out.begin(), v.out.end(), '\n') == 1);
-      auto h = runBinary(bin, {"--help"});
+      auto h = run_binary(bin, {"--help"});
       CHECK(h.exit_code == 0);
       CHECK(h.out.rfind("Usage: " + std::string(name), 0) == 0);
       CHECK(h.out.find("--config-dir DIR") != std::string::npos);
       CHECK(h.out.find("--check") != std::string::npos);
       CHECK((h.out.find("--node NAME") != std::string::npos) ==
             (std::string(name) == "edgepin-node-proxy"));
-      auto bad = runBinary(bin, {"--frobnicate"});
+      auto bad = run_binary(bin, {"--frobnicate"});
       CHECK(bad.exit_code == 64);
       CHECK(bad.err ==
             std::string(name) + ": unknown option --frobnicate; try '" + name + " --help'\n");

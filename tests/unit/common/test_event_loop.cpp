@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/event_loop.h"
+#include "event_loop.h"
 
 using namespace edgepin;
 using namespace std::chrono_literals;

@@ -21,7 +21,7 @@
 #include <string>
 #include <vector>
 
-#include "common/http1.h"
+#include "http1.h"
 
 using namespace edgepin;
 using namespace edgepin::http1;
@@ -35,14 +35,18 @@ std::span<const uint8_t> as_span(std::string_view s) {
 std::string printable(std::string_view s) {
   std::string out;
   for (unsigned char c : s) {
-    if (c == '\r') out += "\\r";
-    else if (c == '\n') out += "\\n";
-    else if (c == '\\') out += "\\\\";
+    if (c == '\r')
+      out += "\\r";
+    else if (c == '\n')
+      out += "\\n";
+    else if (c == '\\')
+      out += "\\\\";
     else if (c < 0x20 || c >= 0x7f) {
       char tmp[8];
       std::snprintf(tmp, sizeof tmp, "\\x%02x", c);
       out += tmp;
-    } else out += static_cast<char>(c);
+    } else
+      out += static_cast<char>(c);
   }
   return out;
 }
@@ -57,7 +61,8 @@ std::string describe(const HeadResult& r) {
 
 std::string describe(const FieldList& fields) {
   std::string out;
-  for (const Field& f : fields) out += "\n  " + printable(f.name) + ": [" + printable(f.value) + "]";
+  for (const Field& f : fields)
+    out += "\n  " + printable(f.name) + ": [" + printable(f.value) + "]";
   return out;
 }
 
@@ -209,8 +214,8 @@ BodyRun feed_body(const BodyFraming& framing, std::string_view stream, const Pla
 
 BodyRun consistent_body(const BodyFraming& framing, std::string_view stream,
                         const Limits& limits = {}, bool eof = false) {
-  const BodyRun expected = feed_body(framing, stream, whole_plan(stream.size()), kNoDataLimit,
-                                     limits, eof);
+  const BodyRun expected =
+      feed_body(framing, stream, whole_plan(stream.size()), kNoDataLimit, limits, eof);
   std::vector<Plan> plans = plans_for(stream.size());
   // Two segments split at every point.
   for (size_t cut = 1; cut < stream.size() && stream.size() <= 2048; ++cut)
@@ -304,7 +309,8 @@ Transcript run_stream(std::string_view stream, const Plan& plan, const Limits& l
     if (stopped) break;
   }
   if (!stopped)
-    t.events.push_back(std::string("end ") + (body ? "in body [" + printable(body_data) + "]" : "in head") +
+    t.events.push_back(std::string("end ") +
+                       (body ? "in body [" + printable(body_data) + "]" : "in head") +
                        " pending=" + std::to_string(pending.size()));
   return t;
 }
@@ -318,8 +324,7 @@ Transcript consistent_stream(std::string_view stream, const Limits& limits = {},
     for (size_t max_data : {kNoDataLimit, size_t{2}}) {
       INFO("stream: " << printable(stream.substr(0, 300)) << "\nsegments: " << plan.size()
                       << " max_data: " << max_data);
-      REQUIRE(run_stream<Parser>(stream, plan, limits, max_data, method).text() ==
-              expected.text());
+      REQUIRE(run_stream<Parser>(stream, plan, limits, max_data, method).text() == expected.text());
     }
   }
   return expected;
@@ -400,7 +405,8 @@ TEST_CASE("valid requests parse to the expected head", "[http1]") {
   const std::vector<Case> cases = {
       {"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n", "GET", "/", TargetForm::Origin,
        Version::Http11, "example.com", "/", BodyFraming::none(), true},
-      {"GET /a/b;p=1/c?x=1&y=%20|{}[]\"^`<>\\ HTTP/1.1\r\nHost: example.com:8443\r\nUser-Agent: t\r\n\r\n",
+      {"GET /a/b;p=1/c?x=1&y=%20|{}[]\"^`<>\\ HTTP/1.1\r\nHost: example.com:8443\r\nUser-Agent: "
+       "t\r\n\r\n",
        "GET", "/a/b;p=1/c?x=1&y=%20|{}[]\"^`<>\\", TargetForm::Origin, Version::Http11,
        "example.com:8443", "/a/b;p=1/c?x=1&y=%20|{}[]\"^`<>\\", BodyFraming::none(), true},
       {"GET /%7Euser/~x-._!$&'()*+,;=:@ HTTP/1.1\r\nHost: a\r\n\r\n", "GET",
@@ -413,18 +419,17 @@ TEST_CASE("valid requests parse to the expected head", "[http1]") {
       {"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tChunked\r\n\r\n", "POST", "/",
        TargetForm::Origin, Version::Http11, "h", "/", BodyFraming::chunked(), true},
       {"GET http://Example.COM:80/p?q HTTP/1.1\r\nHost: other.example\r\n\r\n", "GET",
-       "http://Example.COM:80/p?q", TargetForm::Absolute, Version::Http11, "Example.COM:80",
-       "/p?q", BodyFraming::none(), true},
-      {"GET HTTPS://a.b HTTP/1.1\r\nHost: a.b\r\n\r\n", "GET", "HTTPS://a.b",
-       TargetForm::Absolute, Version::Http11, "a.b", "", BodyFraming::none(), true},
-      {"GET http://a?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "http://a?x=1",
-       TargetForm::Absolute, Version::Http11, "a", "?x=1", BodyFraming::none(), true},
+       "http://Example.COM:80/p?q", TargetForm::Absolute, Version::Http11, "Example.COM:80", "/p?q",
+       BodyFraming::none(), true},
+      {"GET HTTPS://a.b HTTP/1.1\r\nHost: a.b\r\n\r\n", "GET", "HTTPS://a.b", TargetForm::Absolute,
+       Version::Http11, "a.b", "", BodyFraming::none(), true},
+      {"GET http://a?x=1 HTTP/1.1\r\nHost: a\r\n\r\n", "GET", "http://a?x=1", TargetForm::Absolute,
+       Version::Http11, "a", "?x=1", BodyFraming::none(), true},
       {"GET http://[2001:db8::1]:8080/ HTTP/1.0\r\n\r\n", "GET", "http://[2001:db8::1]:8080/",
        TargetForm::Absolute, Version::Http10, "[2001:db8::1]:8080", "/", BodyFraming::none(),
        false},
-      {"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", "CONNECT",
-       "a.example:443", TargetForm::Authority, Version::Http11, "a.example:443", "",
-       BodyFraming::none(), true},
+      {"CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n", "CONNECT", "a.example:443",
+       TargetForm::Authority, Version::Http11, "a.example:443", "", BodyFraming::none(), true},
       {"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n", "OPTIONS", "*", TargetForm::Asterisk,
        Version::Http11, "h", "*", BodyFraming::none(), true},
       {"GET / HTTP/1.0\r\n\r\n", "GET", "/", TargetForm::Origin, Version::Http10, "", "/",
@@ -435,21 +440,21 @@ TEST_CASE("valid requests parse to the expected head", "[http1]") {
        TargetForm::Origin, Version::Http10, "h", "/", BodyFraming::none(), false},
       {"GET / HTTP/1.1\r\nConnection: ,, Close ,\r\nHost: h\r\n\r\n", "GET", "/",
        TargetForm::Origin, Version::Http11, "h", "/", BodyFraming::none(), false},
-      {"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET", "/", TargetForm::Origin,
-       Version::Http11, "h", "/", BodyFraming::none(), true},
+      {"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n", "GET", "/", TargetForm::Origin, Version::Http11,
+       "h", "/", BodyFraming::none(), true},
       {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5, 5\r\ncontent-length: 005\r\n\r\nhello",
-       "POST", "/", TargetForm::Origin, Version::Http11, "h", "/",
-       BodyFraming::content_length(5), true},
-      {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", "POST", "/",
-       TargetForm::Origin, Version::Http11, "h", "/", BodyFraming::content_length(0), true},
-      {"PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n", "PURGE", "/x", TargetForm::Origin,
-       Version::Http11, "h", "/x", BodyFraming::none(), true},
+       "POST", "/", TargetForm::Origin, Version::Http11, "h", "/", BodyFraming::content_length(5),
+       true},
+      {"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n", "POST", "/", TargetForm::Origin,
+       Version::Http11, "h", "/", BodyFraming::content_length(0), true},
+      {"PURGE /x HTTP/1.1\r\nHost: h\r\n\r\n", "PURGE", "/x", TargetForm::Origin, Version::Http11,
+       "h", "/x", BodyFraming::none(), true},
       {"M-SEARCH /x HTTP/1.1\r\nHost: h\r\n\r\n", "M-SEARCH", "/x", TargetForm::Origin,
        Version::Http11, "h", "/x", BodyFraming::none(), true},
       {"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", "GET", "/", TargetForm::Origin,
        Version::Http11, "[::1]:8080", "/", BodyFraming::none(), true},
-      {"GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n", "GET", "/", TargetForm::Origin,
-       Version::Http11, "192.0.2.1", "/", BodyFraming::none(), true},
+      {"GET / HTTP/1.1\r\nHost: 192.0.2.1\r\n\r\n", "GET", "/", TargetForm::Origin, Version::Http11,
+       "192.0.2.1", "/", BodyFraming::none(), true},
       {"GET / HTTP/1.1\r\nHost: xn--bcher-kva.example\r\n\r\n", "GET", "/", TargetForm::Origin,
        Version::Http11, "xn--bcher-kva.example", "/", BodyFraming::none(), true},
   };
@@ -570,7 +575,8 @@ TEST_CASE("request semantics: Expect, Upgrade, Connection", "[http1]") {
     return p;
   };
   {
-    auto p = head_of("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n");
+    auto p =
+        head_of("POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n");
     CHECK(p->head().expect_continue);
   }
   {  // HTTP/1.0: 100-continue and any other expectation are ignored.
@@ -592,7 +598,8 @@ TEST_CASE("request semantics: Expect, Upgrade, Connection", "[http1]") {
     CHECK(p->head().connection.upgrade);
   }
   {
-    auto p = head_of("GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket/13\r\nConnection: upgrade\r\n\r\n");
+    auto p = head_of(
+        "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: h2c, WebSocket/13\r\nConnection: upgrade\r\n\r\n");
     CHECK(p->head().upgrade);
     CHECK(p->head().upgrade_websocket);
   }
@@ -627,9 +634,9 @@ TEST_CASE("hop-by-hop fields and lookups", "[http1]") {
   CHECK(f.has_token("Connection", "x-private"));
   CHECK(f.has_token("Connection", "x-second"));
   CHECK_FALSE(f.has_token("Connection", "x-public"));
-  for (const char* name : {"Connection", "keep-alive", "Proxy-Connection", "te", "TRAILER",
-                           "Upgrade", "X-Private", "x-second", "Content-Length",
-                           "Transfer-Encoding"})
+  for (const char* name :
+       {"Connection", "keep-alive", "Proxy-Connection", "te", "TRAILER", "Upgrade", "X-Private",
+        "x-second", "Content-Length", "Transfer-Encoding"})
     CHECK(is_hop_by_hop(name, f));
   // Never nominated away: Host and, without reframing, the framing fields.
   CHECK_FALSE(is_hop_by_hop("Host", f));
@@ -667,14 +674,16 @@ TEST_CASE("request rejections beyond the corpus", "[http1]") {
   require_request_error("GET http://a/b c HTTP/1.1\r\nHost: h\r\n\r\n", Error::InvalidTarget);
   require_request_error("CONNECT a:443/x HTTP/1.1\r\nHost: h\r\n\r\n", Error::InvalidTarget);
   require_request_error("GET / HTTP/1.1\r\n\r\n", Error::MissingHost);
-  require_request_error("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 00000000000000000000000000000000005\r\n"
-                        "Content-Length: 6\r\n\r\n",
-                        Error::ConflictingContentLength);
+  require_request_error(
+      "GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 00000000000000000000000000000000005\r\n"
+      "Content-Length: 6\r\n\r\n",
+      Error::ConflictingContentLength);
   require_request_error("GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775808\r\n\r\n",
                         Error::ContentLengthOverflow);
   // The largest Content-Length is accepted (and check_body_size answers 413).
   {
-    const std::string raw = "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775807\r\n\r\n";
+    const std::string raw =
+        "PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 9223372036854775807\r\n\r\n";
     RequestParser p;
     REQUIRE(parse_request(raw, p).status == ParseStatus::Done);
     CHECK(p.head().framing == BodyFraming::content_length(kMaxBodyLength));
@@ -702,7 +711,8 @@ TEST_CASE("limits: head bytes, field count, request line", "[http1]") {
     REQUIRE(total >= fixed);
     return base + std::string(total - fixed, 'v') + "\r\n\r\n";
   };
-  CHECK(consistent_head<RequestParser>(head_of_size(256), limits).rfind("done consumed=256", 0) == 0);
+  CHECK(consistent_head<RequestParser>(head_of_size(256), limits).rfind("done consumed=256", 0) ==
+        0);
   require_request_error(head_of_size(257), Error::HeadTooLarge, limits);
   {  // Detected without waiting for the end of the line.
     RequestParser p(limits);
@@ -773,8 +783,8 @@ TEST_CASE("valid responses and their framing", "[http1]") {
       {"HTTP/1.1 200 OK\r\n\r\n", "GET", 200, "OK", BodyFraming::until_close(), false},
       {"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", "GET", 200, "OK",
        BodyFraming::content_length(0), false},
-      {"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n", "GET", 200,
-       "OK", BodyFraming::content_length(0), true},
+      {"HTTP/1.0 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n", "GET", 200, "OK",
+       BodyFraming::content_length(0), true},
       {"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", "GET", 200, "OK",
        BodyFraming::content_length(0), false},
       {"HTTP/1.1 204 No Content\r\n\r\n", "GET", 204, "No Content", BodyFraming::none(), true},
@@ -791,10 +801,10 @@ TEST_CASE("valid responses and their framing", "[http1]") {
        BodyFraming::content_length(2), true},
       {"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", "GET", 200, "", BodyFraming::content_length(0),
        true},
-      {"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", "GET", 200, "",
+      {"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", "GET", 200, "", BodyFraming::content_length(0),
+       true},
+      {"HTTP/1.1 599 Odd\treason \xe9\r\nContent-Length: 0\r\n\r\n", "GET", 599, "Odd\treason \xe9",
        BodyFraming::content_length(0), true},
-      {"HTTP/1.1 599 Odd\treason \xe9\r\nContent-Length: 0\r\n\r\n", "GET", 599,
-       "Odd\treason \xe9", BodyFraming::content_length(0), true},
       {"HTTP/1.1 404 Not Found\r\nContent-Length: 7, 7\r\n\r\n", "GET", 404, "Not Found",
        BodyFraming::content_length(7), true},
   };
@@ -844,8 +854,9 @@ TEST_CASE("invalid responses", "[http1]") {
   require_response_error("\r\nHTTP/1.1 200 OK\r\n\r\n", Error::InvalidStatusLine);
   require_response_error("HTTP/1.1\r\n\r\n", Error::InvalidStatusLine);
   require_response_error("HTTP/1.1 200 OK\nContent-Length: 0\r\n\r\n", Error::BareLf);
-  require_response_error("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                         Error::ContentLengthWithTransferEncoding);
+  require_response_error(
+      "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      Error::ContentLengthWithTransferEncoding);
   require_response_error("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
                          Error::TransferEncodingInHttp10);
   require_response_error("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
@@ -877,7 +888,8 @@ TEST_CASE("chunked bodies: extensions, trailers, every split", "[http1]") {
   CHECK(r.status == ParseStatus::NeedMore);  // one data span per call
   CHECK(std::string_view(reinterpret_cast<const char*>(r.data.data()), r.data.size()) == "hello");
   size_t used = r.consumed;
-  for (int i = 0; i < 10 && used < body.size(); ++i) used += d.decode(as_span(body).subspan(used)).consumed;
+  for (int i = 0; i < 10 && used < body.size(); ++i)
+    used += d.decode(as_span(body).subspan(used)).consumed;
   CHECK(used == body.size());
   CHECK(d.trailer_fields() == 3);
   CHECK(d.body_bytes() == 22);
@@ -894,7 +906,8 @@ TEST_CASE("chunked bodies: truncation at every offset is NeedMore", "[http1]") {
   const std::string body = "4;e=1\r\nwiki\r\n5\r\npedia\r\n0\r\nT: v\r\n\r\n";
   for (size_t i = 0; i < body.size(); ++i) {
     INFO("prefix " << i);
-    const BodyRun run = feed_body(BodyFraming::chunked(), body.substr(0, i), whole_plan(i), kNoDataLimit);
+    const BodyRun run =
+        feed_body(BodyFraming::chunked(), body.substr(0, i), whole_plan(i), kNoDataLimit);
     REQUIRE(run.status == ParseStatus::NeedMore);
     const BodyRun at_eof = feed_body(BodyFraming::chunked(), body.substr(0, i), whole_plan(i),
                                      kNoDataLimit, {}, /*eof=*/true);
@@ -1118,12 +1131,15 @@ TEST_CASE("random garbage and mutations never disagree across splits", "[http1]"
   // Mutations of valid messages (bounded count, fixed seed): whatever the
   // outcome, it must not depend on how the bytes were split.
   const std::vector<std::string> seeds = {
-      "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nT: v\r\n\r\n",
-      "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: h\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;a=b\r\nabc\r\n0\r\nT: "
+      "v\r\n\r\n",
+      "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: "
+      "h\r\n\r\n",
       "GET http://a:80/p?q HTTP/1.1\r\nHost: b\r\nConnection: close, X\r\nX: y\r\n\r\n",
   };
   std::mt19937 rng(20240611);
-  const std::string alphabet = std::string("\r\n \t:;,=\"\\0aAxX-9\x7f\x80", 19) + std::string(1, '\0');
+  const std::string alphabet =
+      std::string("\r\n \t:;,=\"\\0aAxX-9\x7f\x80", 19) + std::string(1, '\0');
   for (const std::string& seed : seeds) {
     for (int i = 0; i < 150; ++i) {
       std::string m = seed;
@@ -1132,9 +1148,15 @@ TEST_CASE("random garbage and mutations never disagree across splits", "[http1]"
         const size_t at = rng() % m.size();
         const char c = alphabet[rng() % alphabet.size()];
         switch (rng() % 3) {
-          case 0: m[at] = c; break;
-          case 1: m.insert(m.begin() + static_cast<long>(at), c); break;
-          default: m.erase(at, 1); break;
+          case 0:
+            m[at] = c;
+            break;
+          case 1:
+            m.insert(m.begin() + static_cast<long>(at), c);
+            break;
+          default:
+            m.erase(at, 1);
+            break;
         }
       }
       consistent_stream<RequestParser>(m);
@@ -1167,11 +1189,21 @@ std::string unescape(std::string_view raw, size_t line) {
     REQUIRE(i + 1 < raw.size());
     const char e = raw[++i];
     switch (e) {
-      case 'r': out += '\r'; break;
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case '0': out += '\0'; break;
-      case '\\': out += '\\'; break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case '0':
+        out += '\0';
+        break;
+      case '\\':
+        out += '\\';
+        break;
       case 'x': {
         REQUIRE(i + 2 < raw.size());
         out += static_cast<char>(std::stoi(std::string(raw.substr(i + 1, 2)), nullptr, 16));
@@ -1189,14 +1221,16 @@ std::string unescape(std::string_view raw, size_t line) {
         i = end;
         break;
       }
-      default: FAIL("unknown escape \\" << e << " on corpus line " << line);
+      default:
+        FAIL("unknown escape \\" << e << " on corpus line " << line);
     }
   }
   return out;
 }
 
 std::vector<CorpusCase> load_corpus(Limits& limits) {
-  const std::string path = std::string(EDGEPIN_SOURCE_DIR) + "/tests/unit/common/http1_smuggling_cases.txt";
+  const std::string path =
+      std::string(EDGEPIN_SOURCE_DIR) + "/tests/unit/common/http1_smuggling_cases.txt";
   std::ifstream in(path);
   REQUIRE(in.good());
   std::vector<CorpusCase> cases;
@@ -1212,14 +1246,22 @@ std::vector<CorpusCase> load_corpus(Limits& limits) {
       fields >> directive >> name >> value;
       INFO("corpus line " << line_no);
       REQUIRE(directive == "@limit");
-      if (name == "max_head_bytes") limits.max_head_bytes = value;
-      else if (name == "max_fields") limits.max_fields = value;
-      else if (name == "max_request_line") limits.max_request_line = value;
-      else if (name == "max_chunk_extension_bytes") limits.max_chunk_extension_bytes = value;
-      else if (name == "max_trailer_bytes") limits.max_trailer_bytes = value;
-      else if (name == "max_trailer_fields") limits.max_trailer_fields = value;
-      else if (name == "max_body_bytes") limits.max_body_bytes = value;
-      else FAIL("unknown limit " << name);
+      if (name == "max_head_bytes")
+        limits.max_head_bytes = value;
+      else if (name == "max_fields")
+        limits.max_fields = value;
+      else if (name == "max_request_line")
+        limits.max_request_line = value;
+      else if (name == "max_chunk_extension_bytes")
+        limits.max_chunk_extension_bytes = value;
+      else if (name == "max_trailer_bytes")
+        limits.max_trailer_bytes = value;
+      else if (name == "max_trailer_fields")
+        limits.max_trailer_fields = value;
+      else if (name == "max_body_bytes")
+        limits.max_body_bytes = value;
+      else
+        FAIL("unknown limit " << name);
       continue;
     }
     CorpusCase c;

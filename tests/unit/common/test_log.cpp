@@ -1,4 +1,4 @@
-// common/log.* and common/log_setup.*: the line formats (text and JSON
+// common/base/log.* and common/config/log_setup.*: the line formats (text and JSON
 // lines), JSON escaping, syslog priorities and facilities, and the syslog
 // target end to end: a child process whose /dev/log is a datagram socket
 // this test reads, in a private mount namespace (needs root).
@@ -12,30 +12,33 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
-#include <nlohmann/json.hpp>
 #include <cstdio>
+#include <nlohmann/json.hpp>
 #include <string>
 
-#include "common/config_common.h"
-#include "common/log.h"
-#include "common/log_setup.h"
+#include "config_common.h"
+#include "log.h"
+#include "log_setup.h"
 
 namespace elog = edgepin::log;
 namespace config = edgepin::config;
 
 TEST_CASE("text lines: time, program, level, message") {
-  CHECK(elog::format_line(elog::Format::Text, "2026-01-02T03:04:05.006Z", "edgepin-lb", elog::Level::Warning,
-                         "server node1 is DOWN") ==
+  CHECK(elog::format_line(elog::Format::Text, "2026-01-02T03:04:05.006Z", "edgepin-lb",
+                          elog::Level::Warning, "server node1 is DOWN") ==
         "2026-01-02T03:04:05.006Z edgepin-lb warning: server node1 is DOWN");
   // syslog stamps time and ident itself.
-  CHECK(elog::format_line(elog::Format::Text, "T", "P", elog::Level::Info, "hello", true) == "info: hello");
+  CHECK(elog::format_line(elog::Format::Text, "T", "P", elog::Level::Info, "hello", true) ==
+        "info: hello");
 }
 
 TEST_CASE("JSON lines parse and carry the same fields") {
-  const std::string msg = "conn client=127.0.0.1:5000 frontend=fe \"quoted\" back\\slash\ttab\nnewline \x01\x7f";
-  for (auto level : {elog::Level::Debug, elog::Level::Info, elog::Level::Warning, elog::Level::Error}) {
-    const std::string line = elog::format_line(elog::Format::Json, "2026-01-02T03:04:05.006Z", "edgepin-node-proxy",
-                                              level, msg);
+  const std::string msg =
+      "conn client=127.0.0.1:5000 frontend=fe \"quoted\" back\\slash\ttab\nnewline \x01\x7f";
+  for (auto level :
+       {elog::Level::Debug, elog::Level::Info, elog::Level::Warning, elog::Level::Error}) {
+    const std::string line = elog::format_line(elog::Format::Json, "2026-01-02T03:04:05.006Z",
+                                               "edgepin-node-proxy", level, msg);
     INFO(line);
     CHECK(line.find('\n') == std::string::npos);  // one line per event
     auto j = nlohmann::json::parse(line);
@@ -45,7 +48,8 @@ TEST_CASE("JSON lines parse and carry the same fields") {
     CHECK(j["level"] == elog::to_string(level));
     CHECK(j["msg"] == msg);
   }
-  const std::string syslog_line = elog::format_line(elog::Format::Json, "T", "P", elog::Level::Error, "x", true);
+  const std::string syslog_line =
+      elog::format_line(elog::Format::Json, "T", "P", elog::Level::Error, "x", true);
   auto j = nlohmann::json::parse(syslog_line);
   CHECK(j == nlohmann::json{{"level", "error"}, {"msg", "x"}});
 }

@@ -1,7 +1,7 @@
 // The Prometheus text writer: names, escaping, families written once with
 // HELP and TYPE before their samples, counters suffixed _total, and misuse
 // refused without spoiling the rest of the page.
-#include "common/prometheus.h"
+#include "prometheus.h"
 
 #include <catch2/catch.hpp>
 #include <cmath>
@@ -39,7 +39,7 @@ TEST_CASE("metric and label names follow the data model") {
   CHECK(valid_label_name("_x9"));
   CHECK_FALSE(valid_label_name(""));
   CHECK_FALSE(valid_label_name("__name__"));  // reserved
-  CHECK_FALSE(valid_label_name("a:b"));        // colons are for metric names only
+  CHECK_FALSE(valid_label_name("a:b"));       // colons are for metric names only
   CHECK_FALSE(valid_label_name("9a"));
 }
 
@@ -70,29 +70,33 @@ TEST_CASE("values: integers exact, doubles shortest, special values by name") {
   REQUIRE(e.declare("big", MetricType::Counter, "a large counter"));
   // 2^53 + 1 is not a double: a counter must still come out exact.
   REQUIRE(e.add("big", {}, uint64_t{9007199254740993ull}));
-  CHECK(e.render() == "# HELP big_total a large counter\n# TYPE big_total counter\nbig_total 9007199254740993\n");
+  CHECK(e.render() ==
+        "# HELP big_total a large counter\n# TYPE big_total counter\nbig_total 9007199254740993\n");
 }
 
 TEST_CASE("a family is written once, HELP and TYPE first, with all its label sets") {
   Exposition e;
-  REQUIRE(e.declare("edgepin_lb_server_connections", MetricType::Counter, "Connections per server."));
-  REQUIRE(e.declare("edgepin_lb_server_current_connections", MetricType::Gauge, "Open connections."));
+  REQUIRE(
+      e.declare("edgepin_lb_server_connections", MetricType::Counter, "Connections per server."));
+  REQUIRE(
+      e.declare("edgepin_lb_server_current_connections", MetricType::Gauge, "Open connections."));
   // Interleaved on purpose: the output still groups samples by family.
   REQUIRE(e.add("edgepin_lb_server_connections", {{"server", "node1"}}, uint64_t{5}));
   REQUIRE(e.add("edgepin_lb_server_current_connections", {{"server", "node1"}}, uint64_t{1}));
   REQUIRE(e.add("edgepin_lb_server_connections", {{"server", "node2"}}, uint64_t{7}));
   REQUIRE(e.add("edgepin_lb_server_current_connections", {{"server", "node2"}}, 0.25));
   CHECK(e.ok());
-  CHECK(lines_of(e.render()) == std::vector<std::string>{
-                                    "# HELP edgepin_lb_server_connections_total Connections per server.",
-                                    "# TYPE edgepin_lb_server_connections_total counter",
-                                    "edgepin_lb_server_connections_total{server=\"node1\"} 5",
-                                    "edgepin_lb_server_connections_total{server=\"node2\"} 7",
-                                    "# HELP edgepin_lb_server_current_connections Open connections.",
-                                    "# TYPE edgepin_lb_server_current_connections gauge",
-                                    "edgepin_lb_server_current_connections{server=\"node1\"} 1",
-                                    "edgepin_lb_server_current_connections{server=\"node2\"} 0.25",
-                                });
+  CHECK(lines_of(e.render()) ==
+        std::vector<std::string>{
+            "# HELP edgepin_lb_server_connections_total Connections per server.",
+            "# TYPE edgepin_lb_server_connections_total counter",
+            "edgepin_lb_server_connections_total{server=\"node1\"} 5",
+            "edgepin_lb_server_connections_total{server=\"node2\"} 7",
+            "# HELP edgepin_lb_server_current_connections Open connections.",
+            "# TYPE edgepin_lb_server_current_connections gauge",
+            "edgepin_lb_server_current_connections{server=\"node1\"} 1",
+            "edgepin_lb_server_current_connections{server=\"node2\"} 0.25",
+        });
 }
 
 TEST_CASE("label values are escaped in samples, HELP in its line") {
@@ -114,7 +118,8 @@ TEST_CASE("labels built at run time") {
     REQUIRE(e.add("routes", labels, n));
   }
   CHECK(lines_of(e.render()).size() == 4);
-  CHECK(e.render().find("routes_total{frontend=\"https\",reason=\"tag\"} 2\n") != std::string::npos);
+  CHECK(e.render().find("routes_total{frontend=\"https\",reason=\"tag\"} 2\n") !=
+        std::string::npos);
 }
 
 TEST_CASE("a family without samples is left out") {

@@ -1,7 +1,7 @@
 // PROXY protocol v1/v2 codec: known-good headers written byte by byte from
 // the spec, headers captured from a real HAProxy on loopback, one case per
 // malformation, and the same answer however the bytes are split.
-#include "common/proxy_protocol.h"
+#include "proxy_protocol.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -37,10 +37,14 @@ Bytes hex(std::string_view h) {
   int nibble = -1;
   for (char c : h) {
     int v;
-    if (c >= '0' && c <= '9') v = c - '0';
-    else if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
-    else if (c >= 'A' && c <= 'F') v = c - 'A' + 10;
-    else continue;  // spaces and separators for readability
+    if (c >= '0' && c <= '9')
+      v = c - '0';
+    else if (c >= 'a' && c <= 'f')
+      v = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F')
+      v = c - 'A' + 10;
+    else
+      continue;  // spaces and separators for readability
     if (nibble < 0) {
       nibble = v;
     } else {
@@ -62,8 +66,11 @@ Bytes operator+(Bytes a, const Bytes& b) {
 std::string printable(const Bytes& b) {
   std::ostringstream o;
   for (uint8_t c : b) {
-    if (c >= 0x20 && c < 0x7F) o << static_cast<char>(c);
-    else o << "\\x" << "0123456789abcdef"[c >> 4] << "0123456789abcdef"[c & 15];
+    if (c >= 0x20 && c < 0x7F)
+      o << static_cast<char>(c);
+    else
+      o << "\\x"
+        << "0123456789abcdef"[c >> 4] << "0123456789abcdef"[c & 15];
   }
   return o.str();
 }
@@ -75,13 +82,13 @@ std::string describe(const DecodeResult& r) {
   if (r.status == ParseStatus::Done) {
     o << " consumed " << r.consumed << " v" << int(r.header.version) << " "
       << to_string(r.header.command) << " " << to_string(r.header.family) << " "
-      << r.header.source.ipString() << ":" << r.header.source.port << " -> " << r.header.destination.ipString()
-      << ":" << r.header.destination.port;
+      << r.header.source.ip_string() << ":" << r.header.source.port << " -> "
+      << r.header.destination.ip_string() << ":" << r.header.destination.port;
   }
   return o.str();
 }
 
-bool sameResult(const DecodeResult& a, const DecodeResult& b) {
+bool same_result(const DecodeResult& a, const DecodeResult& b) {
   if (a.status != b.status) return false;
   if (a.status == ParseStatus::Error) return a.error == b.error && a.error_offset == b.error_offset;
   if (a.status == ParseStatus::Done) return a.consumed == b.consumed && a.header == b.header;
@@ -90,7 +97,7 @@ bool sameResult(const DecodeResult& a, const DecodeResult& b) {
 
 // Feeds growing prefixes ending at each cut, as a connection would deliver
 // them, and returns the first answer that is not NeedMore.
-DecodeResult decodeInPieces(const Bytes& in, Accept accept, const std::vector<size_t>& cuts) {
+DecodeResult decode_in_pieces(const Bytes& in, Accept accept, const std::vector<size_t>& cuts) {
   DecodeResult r;
   for (size_t n : cuts) {
     r = decode(std::span(in).first(n), accept);
@@ -101,31 +108,31 @@ DecodeResult decodeInPieces(const Bytes& in, Accept accept, const std::vector<si
 
 // Decodes `in` whole, byte by byte, and at 20 sets of random split points;
 // requires one answer, and returns it.
-DecodeResult decodeEveryWay(const Bytes& in, Accept accept = Accept::Any) {
+DecodeResult decode_every_way(const Bytes& in, Accept accept = Accept::Any) {
   const DecodeResult whole = decode(in, accept);
   INFO("input: " << printable(in));
   INFO("whole: " << describe(whole));
   std::vector<size_t> cuts;
   for (size_t n = 1; n <= in.size(); ++n) cuts.push_back(n);
-  const DecodeResult bytewise = decodeInPieces(in, accept, cuts);
+  const DecodeResult bytewise = decode_in_pieces(in, accept, cuts);
   INFO("byte by byte: " << describe(bytewise));
-  REQUIRE(sameResult(whole, bytewise));
+  REQUIRE(same_result(whole, bytewise));
   std::mt19937 rng(static_cast<uint32_t>(in.size() * 2654435761u));
   for (int round = 0; round < 20; ++round) {
     cuts.clear();
     for (size_t n = 1; n < in.size(); ++n)
       if (rng() % 4 == 0) cuts.push_back(n);
     cuts.push_back(in.size());
-    const DecodeResult split = decodeInPieces(in, accept, cuts);
+    const DecodeResult split = decode_in_pieces(in, accept, cuts);
     INFO("random split: " << describe(split));
-    REQUIRE(sameResult(whole, split));
+    REQUIRE(same_result(whole, split));
   }
   return whole;
 }
 
 // A valid header followed by application bytes: Done at exactly its size,
 // NeedMore for every shorter prefix.
-DecodeResult requireValid(const Bytes& header, Accept accept = Accept::Any) {
+DecodeResult require_valid(const Bytes& header, Accept accept = Accept::Any) {
   const Bytes with_payload = header + text("GET / HTTP/1.1\r\n");
   INFO("header: " << printable(header));
   for (size_t n = 0; n < header.size(); ++n) {
@@ -133,7 +140,7 @@ DecodeResult requireValid(const Bytes& header, Accept accept = Accept::Any) {
     INFO("prefix " << n << ": " << describe(r));
     REQUIRE(r.status == ParseStatus::NeedMore);
   }
-  const DecodeResult r = decodeEveryWay(with_payload, accept);
+  const DecodeResult r = decode_every_way(with_payload, accept);
   INFO(describe(r));
   REQUIRE(r.status == ParseStatus::Done);
   REQUIRE(r.consumed == header.size());
@@ -151,8 +158,9 @@ Address addr(std::string_view ip, uint16_t port) {
 const std::string kSig = "0D0A0D0A 000D0A51 5549540A";
 const std::string kTcp4Addresses = "C0A80001 C0A8000B DC04 01BB";
 
-Bytes v2Tcp4(std::string_view length, std::string_view tlvs = "") {
-  return hex(kSig + " 21 11 " + std::string(length) + " " + kTcp4Addresses + " " + std::string(tlvs));
+Bytes v2_tcp4(std::string_view length, std::string_view tlvs = "") {
+  return hex(kSig + " 21 11 " + std::string(length) + " " + kTcp4Addresses + " " +
+             std::string(tlvs));
 }
 
 }  // namespace
@@ -161,7 +169,7 @@ Bytes v2Tcp4(std::string_view length, std::string_view tlvs = "") {
 
 TEST_CASE("v1 lines from the spec decode", "[proxy_protocol]") {
   SECTION("the spec's TCP4 example") {
-    auto r = requireValid(text("PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n"));
+    auto r = require_valid(text("PROXY TCP4 192.168.0.1 192.168.0.11 56324 443\r\n"));
     CHECK(r.header.version == Version::V1);
     CHECK(r.header.command == Command::Proxy);
     CHECK(r.header.family == Family::Inet);
@@ -172,24 +180,24 @@ TEST_CASE("v1 lines from the spec decode", "[proxy_protocol]") {
   SECTION("the longest TCP4 line, 56 bytes") {
     const Bytes line = text("PROXY TCP4 255.255.255.255 255.255.255.255 65535 65535\r\n");
     CHECK(line.size() == 56);
-    auto r = requireValid(line);
+    auto r = require_valid(line);
     CHECK(r.header.source == addr("255.255.255.255", 65535));
   }
   SECTION("the longest TCP6 line, 104 bytes") {
     const std::string f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
     const Bytes line = text("PROXY TCP6 " + f + " " + f + " 65535 65535\r\n");
     CHECK(line.size() == 104);
-    auto r = requireValid(line);
+    auto r = require_valid(line);
     CHECK(r.header.family == Family::Inet6);
     CHECK(r.header.source == addr(f, 65535));
   }
   SECTION("TCP6 with compression, upper case and an embedded IPv4") {
-    auto r = requireValid(text("PROXY TCP6 2001:DB8::1 ::ffff:192.0.2.7 0 8443\r\n"));
+    auto r = require_valid(text("PROXY TCP6 2001:DB8::1 ::ffff:192.0.2.7 0 8443\r\n"));
     CHECK(r.header.source == addr("2001:db8::1", 0));
     CHECK(r.header.destination == addr("::ffff:192.0.2.7", 8443));
   }
   SECTION("UNKNOWN, short form") {
-    auto r = requireValid(text("PROXY UNKNOWN\r\n"));
+    auto r = require_valid(text("PROXY UNKNOWN\r\n"));
     CHECK(r.header.family == Family::Unspec);
     CHECK(r.header.source == Address{});
   }
@@ -197,12 +205,12 @@ TEST_CASE("v1 lines from the spec decode", "[proxy_protocol]") {
     const std::string f = "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff";
     const Bytes line = text("PROXY UNKNOWN " + f + " " + f + " 65535 65535\r\n");
     CHECK(line.size() == kV1MaxSize);
-    auto r = requireValid(line);
+    auto r = require_valid(line);
     CHECK(r.header.family == Family::Unspec);
-    requireValid(text("PROXY UNKNOWN whatever the sender wants here\r\n"));
+    require_valid(text("PROXY UNKNOWN whatever the sender wants here\r\n"));
   }
   SECTION("port 0 and single digits") {
-    auto r = requireValid(text("PROXY TCP4 0.0.0.0 10.0.0.1 0 9\r\n"));
+    auto r = require_valid(text("PROXY TCP4 0.0.0.0 10.0.0.1 0 9\r\n"));
     CHECK(r.header.source == addr("0.0.0.0", 0));
     CHECK(r.header.destination.port == 9);
   }
@@ -210,7 +218,7 @@ TEST_CASE("v1 lines from the spec decode", "[proxy_protocol]") {
 
 TEST_CASE("v2 headers written from the spec decode", "[proxy_protocol]") {
   SECTION("TCP over IPv4") {
-    auto r = requireValid(v2Tcp4("000C"));
+    auto r = require_valid(v2_tcp4("000C"));
     CHECK(r.header.version == Version::V2);
     CHECK(r.header.command == Command::Proxy);
     CHECK(r.header.family == Family::Inet);
@@ -219,64 +227,65 @@ TEST_CASE("v2 headers written from the spec decode", "[proxy_protocol]") {
     CHECK_FALSE(r.header.crc32c);
   }
   SECTION("TCP over IPv6") {
-    auto r = requireValid(hex(kSig + " 21 21 0024"
-                                     " 20010DB8 00000000 00000000 00000001"
-                                     " 20010DB8 00000000 00000000 00000002"
-                                     " 1F90 01BB"));
+    auto r = require_valid(hex(kSig + " 21 21 0024"
+                                      " 20010DB8 00000000 00000000 00000001"
+                                      " 20010DB8 00000000 00000000 00000002"
+                                      " 1F90 01BB"));
     CHECK(r.header.family == Family::Inet6);
     CHECK(r.header.source == addr("2001:db8::1", 8080));
     CHECK(r.header.destination == addr("2001:db8::2", 443));
   }
   SECTION("LOCAL, as HAProxy's health checks send it") {
-    auto r = requireValid(hex(kSig + " 20 00 0000"));
+    auto r = require_valid(hex(kSig + " 20 00 0000"));
     CHECK(r.header.command == Command::Local);
     CHECK(r.header.family == Family::Unspec);
   }
   SECTION("LOCAL with an address block: addresses are ignored, TLVs still read") {
-    auto r = requireValid(hex(kSig + " 20 11 0011 7F000001 7F000002 0001 0002 02 0002 6869"));
+    auto r = require_valid(hex(kSig + " 20 11 0011 7F000001 7F000002 0001 0002 02 0002 6869"));
     CHECK(r.header.command == Command::Local);
     CHECK(r.header.family == Family::Unspec);
     CHECK(r.header.source == Address{});
     CHECK(r.header.tlvs.authority == "hi");
   }
   SECTION("LOCAL with an unassigned family: the block is skipped unread") {
-    auto r = requireValid(hex(kSig + " 20 FF 0003 010203"));
+    auto r = require_valid(hex(kSig + " 20 FF 0003 010203"));
     CHECK(r.header.command == Command::Local);
   }
   SECTION("PROXY with UNSPEC: no addresses, TLVs follow the header") {
-    auto r = requireValid(hex(kSig + " 21 00 0005 02 0002 6869"));
+    auto r = require_valid(hex(kSig + " 21 00 0005 02 0002 6869"));
     CHECK(r.header.family == Family::Unspec);
     CHECK(r.header.tlvs.authority == "hi");
   }
   SECTION("UDP and UNIX fall back to UNSPEC, as the spec allows") {
-    auto udp4 = requireValid(hex(kSig + " 21 12 000C " + kTcp4Addresses));
+    auto udp4 = require_valid(hex(kSig + " 21 12 000C " + kTcp4Addresses));
     CHECK(udp4.header.family == Family::Unspec);
     CHECK(udp4.header.source == Address{});
-    auto udp6 = requireValid(hex(kSig + " 21 22 0024") + Bytes(36, 0x11));
+    auto udp6 = require_valid(hex(kSig + " 21 22 0024") + Bytes(36, 0x11));
     CHECK(udp6.header.family == Family::Unspec);
     Bytes unix_block(216, 0);
     std::memcpy(unix_block.data(), "/run/a.sock", 11);
-    auto unix_stream = requireValid(hex(kSig + " 21 31 00DE") + unix_block + hex("04 0003 000000"));
+    auto unix_stream =
+        require_valid(hex(kSig + " 21 31 00DE") + unix_block + hex("04 0003 000000"));
     CHECK(unix_stream.header.family == Family::Unspec);
-    requireValid(hex(kSig + " 21 32 00D8") + unix_block);
+    require_valid(hex(kSig + " 21 32 00D8") + unix_block);
   }
   SECTION("every registered TLV, in wire order with unknown ones") {
-    const Bytes h = v2Tcp4("007F",
-                           "01 0008 6874 7470 2F31 2E31"    // ALPN "http/1.1"
-                           "02 000B 6578616D706C652E636F6D"  // AUTHORITY "example.com"
-                           "04 0003 000000"                  // NOOP (dropped)
-                           "05 0004 DEADBEEF"                // UNIQUE_ID
-                           "30 0003 6E7331"                  // NETNS "ns1" (kept raw)
-                           "20 003C 07 00000000"             // SSL: client 7, verify 0
-                           "  21 0007 544C5376312E33"        //   VERSION "TLSv1.3"
-                           "  22 0006 636C69656E74"          //   CN "client"
-                           "  23 0006 414553313238"          //   CIPHER "AES128"
-                           "  24 000A 5253412D534841323536"  //   SIG_ALG "RSA-SHA256"
-                           "  25 0007 525341 32303438"       //   KEY_ALG "RSA2048"
-                           "  EE 0001 01"                    //   unknown sub-TLV
-                           "E0 0000"                         // custom, empty
-                           "F1 0002 ABCD");                  // experimental
-    auto r = requireValid(h);
+    const Bytes h = v2_tcp4("007F",
+                            "01 0008 6874 7470 2F31 2E31"     // ALPN "http/1.1"
+                            "02 000B 6578616D706C652E636F6D"  // AUTHORITY "example.com"
+                            "04 0003 000000"                  // NOOP (dropped)
+                            "05 0004 DEADBEEF"                // UNIQUE_ID
+                            "30 0003 6E7331"                  // NETNS "ns1" (kept raw)
+                            "20 003C 07 00000000"             // SSL: client 7, verify 0
+                            "  21 0007 544C5376312E33"        //   VERSION "TLSv1.3"
+                            "  22 0006 636C69656E74"          //   CN "client"
+                            "  23 0006 414553313238"          //   CIPHER "AES128"
+                            "  24 000A 5253412D534841323536"  //   SIG_ALG "RSA-SHA256"
+                            "  25 0007 525341 32303438"       //   KEY_ALG "RSA2048"
+                            "  EE 0001 01"                    //   unknown sub-TLV
+                            "E0 0000"                         // custom, empty
+                            "F1 0002 ABCD");                  // experimental
+    auto r = require_valid(h);
     const Tlvs& t = r.header.tlvs;
     CHECK(t.alpn == "http/1.1");
     CHECK(t.authority == "example.com");
@@ -290,15 +299,16 @@ TEST_CASE("v2 headers written from the spec decode", "[proxy_protocol]") {
     CHECK(t.ssl->sig_alg == "RSA-SHA256");
     CHECK(t.ssl->key_alg == "RSA2048");
     CHECK(t.ssl->other == std::vector<RawTlv>{{0xEE, {0x01}}});
-    CHECK(t.other == std::vector<RawTlv>{{kTlvNetns, text("ns1")}, {0xE0, {}}, {0xF1, {0xAB, 0xCD}}});
+    CHECK(t.other ==
+          std::vector<RawTlv>{{kTlvNetns, text("ns1")}, {0xE0, {}}, {0xF1, {0xAB, 0xCD}}});
   }
   SECTION("a CRC32C TLV is verified") {
     // The CRC over this header with its value zeroed, computed by the spec's
     // own definition (RFC 4960 CRC-32C) and stored big-endian.
-    Bytes h = v2Tcp4("0013", "03 0004 00000000");
+    Bytes h = v2_tcp4("0013", "03 0004 00000000");
     const uint32_t crc = crc32c(h);
     for (int i = 0; i < 4; ++i) h[h.size() - 4 + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
-    auto r = requireValid(h);
+    auto r = require_valid(h);
     CHECK(r.header.crc32c);
   }
 }
@@ -313,18 +323,19 @@ TEST_CASE("CRC-32C matches the catalogue check value", "[proxy_protocol]") {
 TEST_CASE("headers HAProxy sent decode, and our encoder reproduces them", "[proxy_protocol]") {
   SECTION("send-proxy-v2") {
     const Bytes h = hex("0d0a0d0a000d0a515549540a2111000c7f0000017f000001bac24a37");
-    auto r = requireValid(h);
+    auto r = require_valid(h);
     CHECK(r.header.source == addr("127.0.0.1", 47810));
     CHECK(r.header.destination == addr("127.0.0.1", 18999));
-    auto e = encodeV2Proxy(r.header.source, r.header.destination);
+    auto e = encode_v2_proxy(r.header.source, r.header.destination);
     REQUIRE(e.ok());
     CHECK(e.bytes == h);
   }
   SECTION("send-proxy-v2 with crc32c and unique-id") {
-    const Bytes h = hex(
-        "0d0a0d0a000d0a515549540a211100447f0000017f000001bac84a370300042dd33c2805002e37463030303030313a42"
-        "4143385f37463030303030313a344133375f36423039363933425f303030303a31463342");
-    auto r = requireValid(h);
+    const Bytes h =
+        hex("0d0a0d0a000d0a515549540a211100447f0000017f000001bac84a370300042dd33c2805002e3746303030"
+            "3030313a42"
+            "4143385f37463030303030313a344133375f36423039363933425f303030303a31463342");
+    auto r = require_valid(h);
     CHECK(r.header.crc32c);
     CHECK(r.header.source == addr("127.0.0.1", 47816));
     REQUIRE(r.header.tlvs.unique_id);
@@ -332,23 +343,24 @@ TEST_CASE("headers HAProxy sent decode, and our encoder reproduces them", "[prox
           "7F000001:BAC8_7F000001:4A37_6B09693B_0000:1F3B");
   }
   SECTION("send-proxy-v2-ssl on a plain connection: an SSL TLV with client 0") {
-    auto r = requireValid(hex("0d0a0d0a000d0a515549540a211100147f0000017f000001bacc4a372000050000000000"));
+    auto r = require_valid(
+        hex("0d0a0d0a000d0a515549540a211100147f0000017f000001bacc4a372000050000000000"));
     REQUIRE(r.header.tlvs.ssl);
     CHECK(r.header.tlvs.ssl->client == 0);
     CHECK(r.header.tlvs.ssl->version == std::nullopt);
   }
   SECTION("a v2 health check with crc32c: LOCAL plus a CRC") {
-    auto r = requireValid(hex("0d0a0d0a000d0a515549540a20000007030004a9b87e8f"));
+    auto r = require_valid(hex("0d0a0d0a000d0a515549540a20000007030004a9b87e8f"));
     CHECK(r.header.command == Command::Local);
     CHECK(r.header.crc32c);
-    auto e = encodeV2Local({}, true);
+    auto e = encode_v2_local({}, true);
     REQUIRE(e.ok());
     CHECK(e.bytes == hex("0d0a0d0a000d0a515549540a20000007030004a9b87e8f"));
   }
   SECTION("send-proxy") {
     const Bytes h = text("PROXY TCP4 127.0.0.1 127.0.0.1 34466 18999\r\n");
-    auto r = requireValid(h);
-    auto e = encodeV1(r.header.source, r.header.destination);
+    auto r = require_valid(h);
+    auto e = encode_v1(r.header.source, r.header.destination);
     REQUIRE(e.ok());
     CHECK(e.bytes == h);
   }
@@ -392,16 +404,16 @@ TEST_CASE("encode then decode gives the header back", "[proxy_protocol]") {
         h.crc32c = crc;
         auto e = encode(h);
         REQUIRE(e.ok());
-        auto r = requireValid(e.bytes);
+        auto r = require_valid(e.bytes);
         CHECK(r.header == h);
-        auto via_helper = encodeV2Proxy(src, dst, tlvs, crc);
+        auto via_helper = encode_v2_proxy(src, dst, tlvs, crc);
         REQUIRE(via_helper.ok());
         CHECK(via_helper.bytes == e.bytes);
       }
     }
-    auto v1 = encodeV1(src, dst);
+    auto v1 = encode_v1(src, dst);
     REQUIRE(v1.ok());
-    auto r = requireValid(v1.bytes);
+    auto r = require_valid(v1.bytes);
     CHECK(r.header.version == Version::V1);
     CHECK(r.header.source == src);
     CHECK(r.header.destination == dst);
@@ -409,33 +421,33 @@ TEST_CASE("encode then decode gives the header back", "[proxy_protocol]") {
     CHECK(encode(as_v1).bytes == v1.bytes);
   }
   SECTION("LOCAL and UNKNOWN") {
-    auto local = encodeV2Local(full, true);
+    auto local = encode_v2_local(full, true);
     REQUIRE(local.ok());
-    auto r = requireValid(local.bytes);
+    auto r = require_valid(local.bytes);
     CHECK(r.header.command == Command::Local);
     CHECK(r.header.tlvs == full);
     CHECK(r.header.crc32c);
-    auto unknown = requireValid(encodeV1Unknown());
+    auto unknown = require_valid(encode_v1_unknown());
     CHECK(unknown.header.family == Family::Unspec);
-    CHECK(encode(unknown.header).bytes == encodeV1Unknown());
+    CHECK(encode(unknown.header).bytes == encode_v1_unknown());
   }
   SECTION("the largest header the cap allows") {
     Tlvs big;
     big.other = {{0xE0, Bytes(kV2MaxBlockSize - kV2AddressSizeInet - kTlvHeaderSize, 1)}};
-    auto e = encodeV2Proxy(pairs[0].first, pairs[0].second, big);
+    auto e = encode_v2_proxy(pairs[0].first, pairs[0].second, big);
     REQUIRE(e.ok());
     CHECK(e.bytes.size() == kV2MaxSize);
-    requireValid(e.bytes);
+    require_valid(e.bytes);
   }
 }
 
 TEST_CASE("the encoder refuses what it cannot represent", "[proxy_protocol]") {
   const Address v4 = addr("192.0.2.1", 1);
   const Address v6 = addr("2001:db8::1", 2);
-  CHECK(encodeV1(v4, v6).error == EncodeError::FamilyMismatch);
-  CHECK(encodeV1(Address{}, Address{}).error == EncodeError::FamilyMismatch);
-  CHECK(encodeV2Proxy(v4, v6).error == EncodeError::FamilyMismatch);
-  CHECK(encodeV2Proxy(Address{}, v4).error == EncodeError::FamilyMismatch);
+  CHECK(encode_v1(v4, v6).error == EncodeError::FamilyMismatch);
+  CHECK(encode_v1(Address{}, Address{}).error == EncodeError::FamilyMismatch);
+  CHECK(encode_v2_proxy(v4, v6).error == EncodeError::FamilyMismatch);
+  CHECK(encode_v2_proxy(Address{}, v4).error == EncodeError::FamilyMismatch);
 
   Header v1;
   v1.version = Version::V1;
@@ -452,22 +464,22 @@ TEST_CASE("the encoder refuses what it cannot represent", "[proxy_protocol]") {
 
   Tlvs t;
   t.unique_id = Bytes(kUniqueIdMaxSize + 1, 0);
-  CHECK(encodeV2Local(t).error == EncodeError::TlvTooLong);
+  CHECK(encode_v2_local(t).error == EncodeError::TlvTooLong);
   t = {};
   t.authority = std::string(kTlvMaxValueSize + 1, 'a');
-  CHECK(encodeV2Local(t).error == EncodeError::TlvTooLong);
+  CHECK(encode_v2_local(t).error == EncodeError::TlvTooLong);
   t = {};
   t.other = {{kTlvAuthority, {}}};
-  CHECK(encodeV2Local(t).error == EncodeError::ReservedTlvType);
+  CHECK(encode_v2_local(t).error == EncodeError::ReservedTlvType);
   t.other = {{kTlvNoop, {}}};
-  CHECK(encodeV2Local(t).error == EncodeError::ReservedTlvType);
+  CHECK(encode_v2_local(t).error == EncodeError::ReservedTlvType);
   t = {};
   t.ssl = SslInfo{};
   t.ssl->other = {{kTlvSslCn, {}}};
-  CHECK(encodeV2Local(t).error == EncodeError::ReservedTlvType);
+  CHECK(encode_v2_local(t).error == EncodeError::ReservedTlvType);
   t = {};
   t.other = {{0xE0, Bytes(kV2MaxBlockSize, 0)}};
-  const auto too_long = encodeV2Local(t);
+  const auto too_long = encode_v2_local(t);
   CHECK(too_long.error == EncodeError::TooLong);
   CHECK(too_long.bytes.empty());
 }
@@ -476,21 +488,21 @@ TEST_CASE("Address converts to and from sockaddr and text", "[proxy_protocol]") 
   for (const char* ip : {"127.0.0.1", "10.1.2.3", "::1", "2001:db8::42", "::ffff:192.0.2.1"}) {
     const Address a = addr(ip, 4321);
     sockaddr_storage ss{};
-    const socklen_t len = a.toSockaddr(ss);
+    const socklen_t len = a.to_sockaddr(ss);
     REQUIRE(len > 0);
-    auto back = Address::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    auto back = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
     REQUIRE(back);
     CHECK(*back == a);
-    CHECK(a.ipString() == ip);
-    CHECK_FALSE(Address::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len - 1));
+    CHECK(a.ip_string() == ip);
+    CHECK_FALSE(Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len - 1));
   }
   CHECK_FALSE(Address::parse("1.2.3", 1));
   CHECK_FALSE(Address::parse("example.com", 1));
   CHECK_FALSE(Address::parse(std::string(100, '1'), 1));
   sockaddr_storage ss{};
-  CHECK(Address{}.toSockaddr(ss) == 0);
-  CHECK(Address{}.ipString().empty());
-  CHECK_FALSE(Address::fromSockaddr(nullptr, 0));
+  CHECK(Address{}.to_sockaddr(ss) == 0);
+  CHECK(Address{}.ip_string().empty());
+  CHECK_FALSE(Address::from_sockaddr(nullptr, 0));
 }
 
 // ------------------------------------------------------------ malformations
@@ -508,19 +520,19 @@ struct BadCase {
   size_t needed = 0;
 };
 
-std::string longUnknown(size_t total_without_crlf) {
+std::string long_unknown(size_t total_without_crlf) {
   std::string s = "PROXY UNKNOWN ";
   s.resize(total_without_crlf, 'a');
   return s;
 }
 
-Bytes withCrc(Bytes h) {
+Bytes with_crc(Bytes h) {
   const uint32_t crc = crc32c(h);
   for (int i = 0; i < 4; ++i) h[h.size() - 4 + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
   return h;
 }
 
-std::vector<BadCase> badCases() {
+std::vector<BadCase> bad_cases() {
   const std::string ok_tail = " 192.0.2.1 192.0.2.2 1000 443\r\n";
   std::vector<BadCase> c = {
       // -- both versions
@@ -530,12 +542,14 @@ std::vector<BadCase> badCases() {
       {"v1 no space after PROXY", text("PROXY\r\n"), Error::BadSignature, 5},
       {"lower-case proxy", text("Proxy TCP4" + ok_tail), Error::BadSignature, 1},
       {"v2 signature byte 5", hex("0D0A0D0A 00 0E"), Error::BadSignature, 5},
-      {"v2 signature last byte", hex(kSig.substr(0, kSig.size() - 2) + "0B 21 11 000C"), Error::BadSignature, 11},
+      {"v2 signature last byte", hex(kSig.substr(0, kSig.size() - 2) + "0B 21 11 000C"),
+       Error::BadSignature, 11},
       // -- v1
-      {"no CRLF within 107 bytes", text(longUnknown(kV1MaxSize)), Error::V1MissingCrlf, 107, 107},
-      {"CRLF one byte too late", text(longUnknown(106) + "\r\n"), Error::V1MissingCrlf, 107, 107},
+      {"no CRLF within 107 bytes", text(long_unknown(kV1MaxSize)), Error::V1MissingCrlf, 107, 107},
+      {"CRLF one byte too late", text(long_unknown(106) + "\r\n"), Error::V1MissingCrlf, 107, 107},
       {"bare LF", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\n"), Error::V1BadLineEnd, 39},
-      {"CR without LF", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\rX"), Error::V1BadLineEnd, 40},
+      {"CR without LF", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\rX"), Error::V1BadLineEnd,
+       40},
       {"bare LF after UNKNOWN", text("PROXY UNKNOWN\n"), Error::V1BadLineEnd, 13},
       {"non-ASCII byte", text("PROXY TCP4 192.0.2.\xC3\xA9"), Error::V1NonAscii, 19},
       {"tab instead of space", text("PROXY TCP4\t192.0.2.1"), Error::V1NonAscii, 10},
@@ -548,27 +562,39 @@ std::vector<BadCase> badCases() {
       {"protocol cut short", text("PROXY TCP" + ok_tail), Error::V1UnknownProtocol, 9},
       {"protocol too long", text("PROXY TCP44" + ok_tail), Error::V1UnknownProtocol, 10},
       {"lower-case protocol", text("PROXY tcp4" + ok_tail), Error::V1UnknownProtocol, 6},
-      {"IPv4 octet over 255", text("PROXY TCP4 192.0.2.256 192.0.2.2 1 2\r\n"), Error::V1BadAddress, 21},
-      {"IPv4 leading zero", text("PROXY TCP4 192.0.02.1 192.0.2.2 1 2\r\n"), Error::V1BadAddress, 18},
+      {"IPv4 octet over 255", text("PROXY TCP4 192.0.2.256 192.0.2.2 1 2\r\n"), Error::V1BadAddress,
+       21},
+      {"IPv4 leading zero", text("PROXY TCP4 192.0.02.1 192.0.2.2 1 2\r\n"), Error::V1BadAddress,
+       18},
       {"IPv4 three octets", text("PROXY TCP4 192.0.2 192.0.2.2 1 2\r\n"), Error::V1BadAddress, 18},
-      {"IPv4 five octets", text("PROXY TCP4 192.0.2.1.5 192.0.2.2 1 2\r\n"), Error::V1BadAddress, 20},
+      {"IPv4 five octets", text("PROXY TCP4 192.0.2.1.5 192.0.2.2 1 2\r\n"), Error::V1BadAddress,
+       20},
       {"IPv4 empty octet", text("PROXY TCP4 192..2.1 192.0.2.2 1 2\r\n"), Error::V1BadAddress, 15},
       {"IPv6 in TCP4", text("PROXY TCP4 ::1 ::1 1 2\r\n"), Error::V1BadAddress, 11},
       {"IPv4 in TCP6", text("PROXY TCP6 192.0.2.1 ::1 1 2\r\n"), Error::V1BadAddress, 20},
       {"IPv6 bad character", text("PROXY TCP6 2001:db8::g ::1 1 2\r\n"), Error::V1BadAddress, 21},
       {"IPv6 two ::", text("PROXY TCP6 1::2::3 ::1 1 2\r\n"), Error::V1BadAddress, 18},
       {"IPv6 zone index", text("PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n"), Error::V1BadAddress, 18},
-      {"destination address bad", text("PROXY TCP4 192.0.2.1 192.0.2.x 1 2\r\n"), Error::V1BadAddress, 29},
-      {"port not numeric", text("PROXY TCP4 192.0.2.1 192.0.2.2 12a 443\r\n"), Error::V1PortNotNumeric, 33},
-      {"port with sign", text("PROXY TCP4 192.0.2.1 192.0.2.2 +1 443\r\n"), Error::V1PortNotNumeric, 31},
-      {"port leading zero", text("PROXY TCP4 192.0.2.1 192.0.2.2 0443 443\r\n"), Error::V1PortLeadingZero, 32},
+      {"destination address bad", text("PROXY TCP4 192.0.2.1 192.0.2.x 1 2\r\n"),
+       Error::V1BadAddress, 29},
+      {"port not numeric", text("PROXY TCP4 192.0.2.1 192.0.2.2 12a 443\r\n"),
+       Error::V1PortNotNumeric, 33},
+      {"port with sign", text("PROXY TCP4 192.0.2.1 192.0.2.2 +1 443\r\n"), Error::V1PortNotNumeric,
+       31},
+      {"port leading zero", text("PROXY TCP4 192.0.2.1 192.0.2.2 0443 443\r\n"),
+       Error::V1PortLeadingZero, 32},
       {"port 00", text("PROXY TCP4 192.0.2.1 192.0.2.2 1 00\r\n"), Error::V1PortLeadingZero, 34},
-      {"port 65536", text("PROXY TCP4 192.0.2.1 192.0.2.2 65536 443\r\n"), Error::V1PortOutOfRange, 35},
-      {"port 100000", text("PROXY TCP4 192.0.2.1 192.0.2.2 1 100000\r\n"), Error::V1PortOutOfRange, 38},
-      {"too few fields", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000\r\n"), Error::V1TooFewFields, 35},
+      {"port 65536", text("PROXY TCP4 192.0.2.1 192.0.2.2 65536 443\r\n"), Error::V1PortOutOfRange,
+       35},
+      {"port 100000", text("PROXY TCP4 192.0.2.1 192.0.2.2 1 100000\r\n"), Error::V1PortOutOfRange,
+       38},
+      {"too few fields", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000\r\n"), Error::V1TooFewFields,
+       35},
       {"protocol only", text("PROXY TCP6\r\n"), Error::V1TooFewFields, 10},
-      {"too many fields", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443 7\r\n"), Error::V1TooManyFields, 39},
-      {"space before CRLF", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443 \r\n"), Error::V1TooManyFields, 39},
+      {"too many fields", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443 7\r\n"),
+       Error::V1TooManyFields, 39},
+      {"space before CRLF", text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443 \r\n"),
+       Error::V1TooManyFields, 39},
       // -- v2 fixed header
       {"v2 version 1", hex(kSig + " 11 11 000C"), Error::V2BadVersion, 12},
       {"v2 version 3", hex(kSig + " 31 11 000C"), Error::V2BadVersion, 12},
@@ -586,32 +612,39 @@ std::vector<BadCase> badCases() {
       {"v2 TCP6 block of 35", hex(kSig + " 21 21 0023"), Error::V2AddressTooShort, 14, 16},
       {"v2 UNIX block of 215", hex(kSig + " 21 31 00D7"), Error::V2AddressTooShort, 14, 16},
       // -- v2 TLVs
-      {"v2 one trailing byte", v2Tcp4("000D", "00"), Error::V2TlvHeaderOverrun, 28, 28},
-      {"v2 two trailing bytes after a TLV", v2Tcp4("0012", "04 0001 00 01 00"), Error::V2TlvHeaderOverrun, 32, 32},
-      {"v2 TLV value past the block", v2Tcp4("0011", "02 0003 6162"), Error::V2TlvValueOverrun, 29, 31},
-      {"v2 TLV length FFFF", v2Tcp4("000F", "E0 FFFF"), Error::V2TlvValueOverrun, 29, 31},
-      {"v2 CRC32C of 3 bytes", v2Tcp4("0012", "03 0003 000000"), Error::V2BadTlvLength, 28, 31},
-      {"v2 CRC32C of 5 bytes", v2Tcp4("0014", "03 0005 0000000000"), Error::V2BadTlvLength, 28, 31},
-      {"v2 UNIQUE_ID of 129 bytes", v2Tcp4("0090", "05 0081") + Bytes(129, 1), Error::V2BadTlvLength, 28, 31},
-      {"v2 SSL of 4 bytes", v2Tcp4("0013", "20 0004 01000000"), Error::V2BadTlvLength, 28, 31},
-      {"v2 duplicate AUTHORITY", v2Tcp4("0014", "02 0001 61 02 0001 62"), Error::V2DuplicateTlv, 32, 35},
-      {"v2 duplicate ALPN", v2Tcp4("0015", "01 0000 04 0000 01 0000"), Error::V2DuplicateTlv, 34, 37},
-      {"v2 duplicate UNIQUE_ID", v2Tcp4("0012", "05 0000 05 0000"), Error::V2DuplicateTlv, 31, 34},
-      {"v2 duplicate SSL", v2Tcp4("001C", "20 0005 0000000000 20 0005 0000000000"), Error::V2DuplicateTlv, 36, 39},
-      {"v2 SSL sub-TLV header overrun", v2Tcp4("0016", "20 0007 01 00000000 21 00"),
+      {"v2 one trailing byte", v2_tcp4("000D", "00"), Error::V2TlvHeaderOverrun, 28, 28},
+      {"v2 two trailing bytes after a TLV", v2_tcp4("0012", "04 0001 00 01 00"),
+       Error::V2TlvHeaderOverrun, 32, 32},
+      {"v2 TLV value past the block", v2_tcp4("0011", "02 0003 6162"), Error::V2TlvValueOverrun, 29,
+       31},
+      {"v2 TLV length FFFF", v2_tcp4("000F", "E0 FFFF"), Error::V2TlvValueOverrun, 29, 31},
+      {"v2 CRC32C of 3 bytes", v2_tcp4("0012", "03 0003 000000"), Error::V2BadTlvLength, 28, 31},
+      {"v2 CRC32C of 5 bytes", v2_tcp4("0014", "03 0005 0000000000"), Error::V2BadTlvLength, 28,
+       31},
+      {"v2 UNIQUE_ID of 129 bytes", v2_tcp4("0090", "05 0081") + Bytes(129, 1),
+       Error::V2BadTlvLength, 28, 31},
+      {"v2 SSL of 4 bytes", v2_tcp4("0013", "20 0004 01000000"), Error::V2BadTlvLength, 28, 31},
+      {"v2 duplicate AUTHORITY", v2_tcp4("0014", "02 0001 61 02 0001 62"), Error::V2DuplicateTlv,
+       32, 35},
+      {"v2 duplicate ALPN", v2_tcp4("0015", "01 0000 04 0000 01 0000"), Error::V2DuplicateTlv, 34,
+       37},
+      {"v2 duplicate UNIQUE_ID", v2_tcp4("0012", "05 0000 05 0000"), Error::V2DuplicateTlv, 31, 34},
+      {"v2 duplicate SSL", v2_tcp4("001C", "20 0005 0000000000 20 0005 0000000000"),
+       Error::V2DuplicateTlv, 36, 39},
+      {"v2 SSL sub-TLV header overrun", v2_tcp4("0016", "20 0007 01 00000000 21 00"),
        Error::V2SslSubTlvHeaderOverrun, 36, 36},
-      {"v2 SSL sub-TLV value overrun", v2Tcp4("0018", "20 0009 01 00000000 21 0002 54"),
+      {"v2 SSL sub-TLV value overrun", v2_tcp4("0018", "20 0009 01 00000000 21 0002 54"),
        Error::V2SslSubTlvValueOverrun, 37, 39},
-      {"v2 duplicate SSL VERSION", v2Tcp4("001B", "20 000C 01 00000000 21 0000 21 0001 41"), Error::V2DuplicateTlv,
-       39, 42},
+      {"v2 duplicate SSL VERSION", v2_tcp4("001B", "20 000C 01 00000000 21 0000 21 0001 41"),
+       Error::V2DuplicateTlv, 39, 42},
       // -- v2 CRC32C
-      {"v2 CRC32C all zero", v2Tcp4("0013", "03 0004 00000000"), Error::V2Crc32cMismatch, 31, 35},
+      {"v2 CRC32C all zero", v2_tcp4("0013", "03 0004 00000000"), Error::V2Crc32cMismatch, 31, 35},
   };
   // A correct CRC, then one address bit flipped after the fact.
-  Bytes flipped = withCrc(v2Tcp4("0013", "03 0004 00000000"));
+  Bytes flipped = with_crc(v2_tcp4("0013", "03 0004 00000000"));
   flipped[16] ^= 0x01;
   c.push_back({"v2 CRC32C over a changed address", flipped, Error::V2Crc32cMismatch, 31, 35});
-  Bytes dup_crc = withCrc(v2Tcp4("001A", "03 0004 00000000 03 0004 00000000"));
+  Bytes dup_crc = with_crc(v2_tcp4("001A", "03 0004 00000000 03 0004 00000000"));
   c.push_back({"v2 duplicate CRC32C", dup_crc, Error::V2DuplicateTlv, 35, 38});
   return c;
 }
@@ -619,10 +652,10 @@ std::vector<BadCase> badCases() {
 }  // namespace
 
 TEST_CASE("every malformation gives its own error, at the byte that broke it", "[proxy_protocol]") {
-  for (const BadCase& c : badCases()) {
+  for (const BadCase& c : bad_cases()) {
     INFO("case: " << c.name);
     // Extra bytes after the malformation must not change the verdict.
-    const DecodeResult r = decodeEveryWay(c.bytes + text("trailing data"));
+    const DecodeResult r = decode_every_way(c.bytes + text("trailing data"));
     INFO(describe(r));
     CHECK(r.status == ParseStatus::Error);
     CHECK(r.error == c.error);
@@ -642,7 +675,7 @@ TEST_CASE("every malformation gives its own error, at the byte that broke it", "
   CHECK(std::adjacent_find(names.begin(), names.end()) == names.end());
   // And every error code except None is produced by at least one case.
   std::vector<bool> seen(kErrorCount, false);
-  for (const BadCase& c : badCases()) seen[static_cast<size_t>(c.error)] = true;
+  for (const BadCase& c : bad_cases()) seen[static_cast<size_t>(c.error)] = true;
   seen[static_cast<size_t>(Error::VersionNotAccepted)] = true;  // tested below
   for (size_t i = 1; i < kErrorCount; ++i) {
     INFO("no case for " << to_string(static_cast<Error>(i)));
@@ -652,11 +685,11 @@ TEST_CASE("every malformation gives its own error, at the byte that broke it", "
 
 TEST_CASE("accept modes restrict the version from the first byte", "[proxy_protocol]") {
   const Bytes v1 = text("PROXY TCP4 192.0.2.1 192.0.2.2 1000 443\r\n");
-  const Bytes v2 = v2Tcp4("000C");
-  CHECK(requireValid(v1, Accept::V1Only).header.version == Version::V1);
-  CHECK(requireValid(v2, Accept::V2Only).header.version == Version::V2);
+  const Bytes v2 = v2_tcp4("000C");
+  CHECK(require_valid(v1, Accept::V1Only).header.version == Version::V1);
+  CHECK(require_valid(v2, Accept::V2Only).header.version == Version::V2);
   for (auto [bytes, accept] : {std::pair{v1, Accept::V2Only}, std::pair{v2, Accept::V1Only}}) {
-    auto r = decodeEveryWay(bytes, accept);
+    auto r = decode_every_way(bytes, accept);
     CHECK(r.status == ParseStatus::Error);
     CHECK(r.error == Error::VersionNotAccepted);
     CHECK(r.error_offset == 0);
@@ -669,27 +702,30 @@ TEST_CASE("accept modes restrict the version from the first byte", "[proxy_proto
 
 TEST_CASE("random bytes never crash and split the same way", "[proxy_protocol]") {
   std::mt19937 rng(7);
-  const Bytes v2 = v2Tcp4("000C");
+  const Bytes v2 = v2_tcp4("000C");
   for (int i = 0; i < 300; ++i) {
     // Start from a valid prefix so the parser gets deep before garbage.
-    Bytes in = (i % 3 == 0) ? text("PROXY TCP") : (i % 3 == 1) ? Bytes(v2.begin(), v2.begin() + 16) : Bytes{};
+    Bytes in = (i % 3 == 0)   ? text("PROXY TCP")
+               : (i % 3 == 1) ? Bytes(v2.begin(), v2.begin() + 16)
+                              : Bytes{};
     const size_t extra = rng() % 64;
     for (size_t j = 0; j < extra; ++j) in.push_back(static_cast<uint8_t>(rng()));
-    decodeEveryWay(in);
+    decode_every_way(in);
   }
 }
 
 TEST_CASE("every seed corpus file decodes as its name says, however split", "[proxy_protocol]") {
   // bad_* files are malformations; every other file is a valid header
   // (possibly followed by application bytes).
-  const std::filesystem::path dir = std::filesystem::path(EDGEPIN_SOURCE_DIR) / "tests/fuzz/corpus/proxy_protocol";
+  const std::filesystem::path dir =
+      std::filesystem::path(EDGEPIN_SOURCE_DIR) / "tests/fuzz/corpus/proxy_protocol";
   size_t files = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     std::ifstream f(entry.path(), std::ios::binary);
     const Bytes bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     const std::string name = entry.path().filename().string();
     INFO("corpus file " << name);
-    const DecodeResult r = decodeEveryWay(bytes);
+    const DecodeResult r = decode_every_way(bytes);
     INFO(describe(r));
     CHECK(r.status == (name.rfind("bad_", 0) == 0 ? ParseStatus::Error : ParseStatus::Done));
     ++files;
@@ -717,49 +753,50 @@ struct Socket {
   }
 };
 
-Address localAddress(int fd) {
+Address local_address(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0);
-  auto a = Address::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  auto a = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
   REQUIRE(a);
   return *a;
 }
 
-Address peerAddress(int fd) {
+Address peer_address(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   REQUIRE(::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0);
-  auto a = Address::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  auto a = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
   REQUIRE(a);
   return *a;
 }
 
 // A listener on loopback, port 0. `inheritable` leaves FD_CLOEXEC off so
 // that haproxy can take it over as `bind fd@N`: no port is ever guessed.
-Socket listenLoopback(Family family, bool inheritable) {
+Socket listen_loopback(Family family, bool inheritable) {
   const int af = family == Family::Inet ? AF_INET : AF_INET6;
   Socket s(::socket(af, SOCK_STREAM | (inheritable ? 0 : SOCK_CLOEXEC), 0));
   REQUIRE(s.fd >= 0);
   const Address a = addr(family == Family::Inet ? "127.0.0.1" : "::1", 0);
   sockaddr_storage ss{};
-  const socklen_t len = a.toSockaddr(ss);
+  const socklen_t len = a.to_sockaddr(ss);
   REQUIRE(::bind(s.fd, reinterpret_cast<sockaddr*>(&ss), len) == 0);
   REQUIRE(::listen(s.fd, 16) == 0);
   return s;
 }
 
-Socket connectTo(const Address& a) {
+Socket connect_to(const Address& a) {
   Socket s(::socket(a.family == Family::Inet ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
   REQUIRE(s.fd >= 0);
   sockaddr_storage ss{};
-  const socklen_t len = a.toSockaddr(ss);
+  const socklen_t len = a.to_sockaddr(ss);
   REQUIRE(::connect(s.fd, reinterpret_cast<sockaddr*>(&ss), len) == 0);
   return s;
 }
 
-bool waitReadable(int fd, std::chrono::steady_clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+bool wait_readable(int fd, std::chrono::steady_clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+      deadline - std::chrono::steady_clock::now());
   if (left.count() <= 0) return false;
   pollfd p{fd, POLLIN, 0};
   return ::poll(&p, 1, static_cast<int>(left.count())) == 1;
@@ -770,27 +807,27 @@ struct Accepted {
   Address peer;  // from accept itself: a health check may be gone already
 };
 
-Accepted acceptOne(int listen_fd) {
-  REQUIRE(waitReadable(listen_fd, std::chrono::steady_clock::now() + kIoTimeout));
+Accepted accept_one(int listen_fd) {
+  REQUIRE(wait_readable(listen_fd, std::chrono::steady_clock::now() + kIoTimeout));
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   Socket s(::accept4(listen_fd, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_CLOEXEC));
   REQUIRE(s.fd >= 0);
-  auto peer = Address::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  auto peer = Address::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
   REQUIRE(peer);
   return {std::move(s), *peer};
 }
 
 // Reads until the header decodes (or fails) and at least `payload` more
 // bytes follow it; returns everything read.
-Bytes readHeaderAndPayload(int fd, size_t payload) {
+Bytes read_header_and_payload(int fd, size_t payload) {
   Bytes got;
   const auto deadline = std::chrono::steady_clock::now() + kIoTimeout;
   while (true) {
     const DecodeResult r = decode(got);
     if (r.status == ParseStatus::Error) return got;
     if (r.status == ParseStatus::Done && got.size() >= r.consumed + payload) return got;
-    REQUIRE(waitReadable(fd, deadline));
+    REQUIRE(wait_readable(fd, deadline));
     uint8_t buf[4096];
     const ssize_t n = ::read(fd, buf, sizeof buf);
     REQUIRE(n > 0);
@@ -820,7 +857,8 @@ class Haproxy {
                        << "  default_backend be\n"
                           "backend be\n"
                           "  server s1 "
-                       << (backend.family == Family::Inet6 ? "[" + backend.ipString() + "]" : backend.ipString())
+                       << (backend.family == Family::Inet6 ? "[" + backend.ip_string() + "]"
+                                                           : backend.ip_string())
                        << ":" << backend.port << " " << server_options << "\n";
     edgepin::test::ProcessOptions o;
     o.argv = {"/usr/sbin/haproxy", "-f", cfg.string(), "-db"};
@@ -852,27 +890,27 @@ struct Capture {
 
 // A client connects through haproxy to our backend listener and sends
 // "hello"; returns what the backend received.
-Capture throughHaproxy(Family client_family, const std::string& server_options,
-                       const std::string& frontend_lines = "") {
-  Socket backend = listenLoopback(Family::Inet, false);
-  Socket frontend = listenLoopback(client_family, true);
-  const Address frontend_addr = localAddress(frontend.fd);
-  Haproxy haproxy(frontend.fd, localAddress(backend.fd), server_options, frontend_lines);
+Capture through_haproxy(Family client_family, const std::string& server_options,
+                        const std::string& frontend_lines = "") {
+  Socket backend = listen_loopback(Family::Inet, false);
+  Socket frontend = listen_loopback(client_family, true);
+  const Address frontend_addr = local_address(frontend.fd);
+  Haproxy haproxy(frontend.fd, local_address(backend.fd), server_options, frontend_lines);
   // haproxy owns the listener now; connecting works even before it starts
   // accepting, the kernel queues the connection.
-  Socket client = connectTo(frontend_addr);
+  Socket client = connect_to(frontend_addr);
   Capture c;
-  c.client = localAddress(client.fd);
-  c.frontend = peerAddress(client.fd);
+  c.client = local_address(client.fd);
+  c.frontend = peer_address(client.fd);
   REQUIRE(::write(client.fd, "hello", 5) == 5);
-  Accepted server_side = acceptOne(backend.fd);
-  c.bytes = readHeaderAndPayload(server_side.socket.fd, 5);
+  Accepted server_side = accept_one(backend.fd);
+  c.bytes = read_header_and_payload(server_side.socket.fd, 5);
   INFO("haproxy log: " << haproxy.log());
   REQUIRE_FALSE(c.bytes.empty());
   return c;
 }
 
-void requireHello(const Capture& c, const DecodeResult& r) {
+void require_hello(const Capture& c, const DecodeResult& r) {
   REQUIRE(r.status == ParseStatus::Done);
   CHECK(std::string(c.bytes.begin() + static_cast<long>(r.consumed), c.bytes.end()) == "hello");
 }
@@ -882,86 +920,90 @@ void requireHello(const Capture& c, const DecodeResult& r) {
 TEST_CASE("live haproxy: send-proxy-v2 carries the client's address", "[proxy_protocol][haproxy]") {
   for (Family family : {Family::Inet, Family::Inet6}) {
     INFO("client family " << to_string(family));
-    const Capture c = throughHaproxy(family, "send-proxy-v2");
-    const DecodeResult r = decodeEveryWay(c.bytes);
+    const Capture c = through_haproxy(family, "send-proxy-v2");
+    const DecodeResult r = decode_every_way(c.bytes);
     INFO(describe(r) << " from " << printable(c.bytes));
-    requireHello(c, r);
+    require_hello(c, r);
     CHECK(r.header.version == Version::V2);
     CHECK(r.header.command == Command::Proxy);
     CHECK(r.header.family == family);
     CHECK(r.header.source == c.client);
     CHECK(r.header.destination == c.frontend);
     // Our encoder writes the same bytes for the same addresses.
-    auto e = encodeV2Proxy(c.client, c.frontend);
+    auto e = encode_v2_proxy(c.client, c.frontend);
     REQUIRE(e.ok());
     CHECK(Bytes(c.bytes.begin(), c.bytes.begin() + static_cast<long>(r.consumed)) == e.bytes);
   }
 }
 
-TEST_CASE("live haproxy: send-proxy (v1) carries the client's address", "[proxy_protocol][haproxy]") {
+TEST_CASE("live haproxy: send-proxy (v1) carries the client's address",
+          "[proxy_protocol][haproxy]") {
   for (Family family : {Family::Inet, Family::Inet6}) {
     INFO("client family " << to_string(family));
-    const Capture c = throughHaproxy(family, "send-proxy");
-    const DecodeResult r = decodeEveryWay(c.bytes, Accept::V1Only);
+    const Capture c = through_haproxy(family, "send-proxy");
+    const DecodeResult r = decode_every_way(c.bytes, Accept::V1Only);
     INFO(describe(r) << " from " << printable(c.bytes));
-    requireHello(c, r);
+    require_hello(c, r);
     CHECK(r.header.version == Version::V1);
     CHECK(r.header.family == family);
     CHECK(r.header.source == c.client);
     CHECK(r.header.destination == c.frontend);
-    auto e = encodeV1(c.client, c.frontend);
+    auto e = encode_v1(c.client, c.frontend);
     REQUIRE(e.ok());
     CHECK(Bytes(c.bytes.begin(), c.bytes.begin() + static_cast<long>(r.consumed)) == e.bytes);
   }
 }
 
 TEST_CASE("live haproxy: v2 with CRC32C, unique ID and the SSL TLV", "[proxy_protocol][haproxy]") {
-  const Capture c = throughHaproxy(Family::Inet, "send-proxy-v2-ssl proxy-v2-options crc32c,unique-id",
-                                   "  unique-id-format %ci:%cp\n");
-  const DecodeResult r = decodeEveryWay(c.bytes, Accept::V2Only);
+  const Capture c =
+      through_haproxy(Family::Inet, "send-proxy-v2-ssl proxy-v2-options crc32c,unique-id",
+                      "  unique-id-format %ci:%cp\n");
+  const DecodeResult r = decode_every_way(c.bytes, Accept::V2Only);
   INFO(describe(r) << " from " << printable(c.bytes));
-  requireHello(c, r);
+  require_hello(c, r);
   CHECK(r.header.source == c.client);
   CHECK(r.header.crc32c);  // present and verified
   REQUIRE(r.header.tlvs.unique_id);
   CHECK(std::string(r.header.tlvs.unique_id->begin(), r.header.tlvs.unique_id->end()) ==
-        c.client.ipString() + ":" + std::to_string(c.client.port));
+        c.client.ip_string() + ":" + std::to_string(c.client.port));
   // A plain-TCP client: the SSL TLV is there, saying "not TLS".
   REQUIRE(r.header.tlvs.ssl);
   CHECK((r.header.tlvs.ssl->client & kSslClientSsl) == 0);
   // Any corrupted header byte is caught by the CRC (or an earlier check).
   Bytes corrupt(c.bytes.begin(), c.bytes.begin() + static_cast<long>(r.consumed));
   corrupt[17] ^= 0x40;
-  const DecodeResult bad = decodeEveryWay(corrupt);
+  const DecodeResult bad = decode_every_way(corrupt);
   CHECK(bad.status == ParseStatus::Error);
   CHECK(bad.error == Error::V2Crc32cMismatch);
 }
 
-TEST_CASE("live haproxy: health checks send LOCAL (v2) and a real line (v1)", "[proxy_protocol][haproxy]") {
+TEST_CASE("live haproxy: health checks send LOCAL (v2) and a real line (v1)",
+          "[proxy_protocol][haproxy]") {
   SECTION("v2 with crc32c") {
-    Socket backend = listenLoopback(Family::Inet, false);
-    Socket frontend = listenLoopback(Family::Inet, true);
-    Haproxy haproxy(frontend.fd, localAddress(backend.fd), "send-proxy-v2 proxy-v2-options crc32c check inter 200ms");
-    Accepted check = acceptOne(backend.fd);
-    const Bytes got = readHeaderAndPayload(check.socket.fd, 0);
-    const DecodeResult r = decodeEveryWay(got);
+    Socket backend = listen_loopback(Family::Inet, false);
+    Socket frontend = listen_loopback(Family::Inet, true);
+    Haproxy haproxy(frontend.fd, local_address(backend.fd),
+                    "send-proxy-v2 proxy-v2-options crc32c check inter 200ms");
+    Accepted check = accept_one(backend.fd);
+    const Bytes got = read_header_and_payload(check.socket.fd, 0);
+    const DecodeResult r = decode_every_way(got);
     INFO(describe(r) << " from " << printable(got) << "; haproxy log: " << haproxy.log());
     REQUIRE(r.status == ParseStatus::Done);
     CHECK(r.header.command == Command::Local);
     CHECK(r.header.crc32c);
   }
   SECTION("v1") {
-    Socket backend = listenLoopback(Family::Inet, false);
-    Socket frontend = listenLoopback(Family::Inet, true);
-    Haproxy haproxy(frontend.fd, localAddress(backend.fd), "send-proxy check inter 200ms");
-    Accepted check = acceptOne(backend.fd);
-    const Bytes got = readHeaderAndPayload(check.socket.fd, 0);
-    const DecodeResult r = decodeEveryWay(got);
+    Socket backend = listen_loopback(Family::Inet, false);
+    Socket frontend = listen_loopback(Family::Inet, true);
+    Haproxy haproxy(frontend.fd, local_address(backend.fd), "send-proxy check inter 200ms");
+    Accepted check = accept_one(backend.fd);
+    const Bytes got = read_header_and_payload(check.socket.fd, 0);
+    const DecodeResult r = decode_every_way(got);
     INFO(describe(r) << " from " << printable(got) << "; haproxy log: " << haproxy.log());
     REQUIRE(r.status == ParseStatus::Done);
     CHECK(r.header.family == Family::Inet);
     // A check describes its own connection: haproxy's side, then ours.
     CHECK(r.header.source == check.peer);
-    CHECK(r.header.destination == localAddress(backend.fd));
+    CHECK(r.header.destination == local_address(backend.fd));
   }
 }

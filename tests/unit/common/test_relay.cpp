@@ -12,7 +12,7 @@
 #include <random>
 #include <string_view>
 
-#include "common/relay.h"
+#include "relay.h"
 
 using namespace edgepin;
 
@@ -46,8 +46,9 @@ struct Harness {
   void turn() {
     event_base_loop(base.get(), EVLOOP_NONBLOCK);
     if (!result) {
-      max_buffered = std::max({max_buffered, evbuffer_get_length(bufferevent_get_output(relay->a())),
-                               evbuffer_get_length(bufferevent_get_output(relay->b()))});
+      max_buffered =
+          std::max({max_buffered, evbuffer_get_length(bufferevent_get_output(relay->a())),
+                    evbuffer_get_length(bufferevent_get_output(relay->b()))});
     }
   }
 };
@@ -288,7 +289,8 @@ TEST_CASE("relay timeouts: a server that does not answer hits the server (b) tim
   CHECK(Clock::now() - start < std::chrono::milliseconds(2500));
 }
 
-TEST_CASE("relay timeouts: without a tunnel timeout, the side that did not speak last is waited for") {
+TEST_CASE(
+    "relay timeouts: without a tunnel timeout, the side that did not speak last is waited for") {
   TimeoutHarness h(timeout_options(200, 200, 0));
   // A conversation with pauses shorter than the limits stays up, whoever
   // is expected to speak next.
@@ -319,7 +321,9 @@ TEST_CASE("relay timeouts: once bytes flowed both ways the tunnel timeout replac
   CHECK(Clock::now() - last >= std::chrono::milliseconds(590));
 }
 
-TEST_CASE("relay timeouts: a short tunnel timeout is not missed while the timer sleeps for a longer one") {
+TEST_CASE(
+    "relay timeouts: a short tunnel timeout is not missed while the timer sleeps for a longer "
+    "one") {
   // The lazy timer sleeps for the client timeout at first; the exchange
   // then switches to the much shorter tunnel timeout.
   TimeoutHarness h(timeout_options(3000, 3000, 150));

@@ -25,12 +25,12 @@
 #include <string>
 #include <vector>
 
-#include "common/tls_hello.h"
 #include "tests/helpers/client_hello_builder.h"
 #include "tests/helpers/process.h"
 #include "tests/helpers/temp_dir.h"
 #include "tests/helpers/test_pki.h"
 #include "tests/helpers/tls_recorder.h"
+#include "tls_hello.h"
 
 using namespace std::chrono_literals;
 using edgepin::ParseStatus;
@@ -79,8 +79,8 @@ ClientOutcome outcome_of(const ClientHelloParser& p) {
 }
 
 ServerOutcome outcome_of(const ServerFlightParser& p) {
-  ServerOutcome o{p.status(), p.error(),          p.error_offset(), p.consumed(), p.has_server_hello(),
-                  std::nullopt, p.new_session_ticket(), p.alert()};
+  ServerOutcome o{p.status(),           p.error(),    p.error_offset(),       p.consumed(),
+                  p.has_server_hello(), std::nullopt, p.new_session_ticket(), p.alert()};
   if (p.has_server_hello()) o.server_hello = p.server_hello();
   return o;
 }
@@ -112,8 +112,12 @@ auto parse_whole(std::span<const uint8_t> in) {
   return parse_pieces<Parser>(in, {});
 }
 
-ClientOutcome parse_client(std::span<const uint8_t> in) { return parse_whole<ClientHelloParser>(in); }
-ServerOutcome parse_server(std::span<const uint8_t> in) { return parse_whole<ServerFlightParser>(in); }
+ClientOutcome parse_client(std::span<const uint8_t> in) {
+  return parse_whole<ClientHelloParser>(in);
+}
+ServerOutcome parse_server(std::span<const uint8_t> in) {
+  return parse_whole<ServerFlightParser>(in);
+}
 
 // Whole, byte by byte, and 20 seeded random segmentations agree.
 template <typename Parser>
@@ -158,12 +162,14 @@ void maybe_dump(const std::string& name, std::span<const uint8_t> bytes) {
   const char* dir = std::getenv("EDGEPIN_DUMP_TLS_CORPUS");
   if (!dir || !*dir || bytes.size() > kMaxSeedBytes) return;
   std::ofstream out(std::filesystem::path(dir) / name, std::ios::binary);
-  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  out.write(reinterpret_cast<const char*>(bytes.data()),
+            static_cast<std::streamsize>(bytes.size()));
 }
 
 std::vector<uint8_t> read_file(const std::filesystem::path& p) {
   std::ifstream in(p, std::ios::binary);
-  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
 }
 
 // ---------------------------------------------------------------- real peers
@@ -209,12 +215,30 @@ struct SClient {
   std::filesystem::path sess_in;
 
   explicit SClient(std::string v) : version(std::move(v)) {}
-  SClient& with_sni(std::string s) { sni = std::move(s); return *this; }
-  SClient& with_alpn(std::string a) { alpn = std::move(a); return *this; }
-  SClient& without_tickets() { no_ticket = true; return *this; }
-  SClient& with_groups(std::string g) { groups = std::move(g); return *this; }
-  SClient& save_to(std::filesystem::path p) { sess_out = std::move(p); return *this; }
-  SClient& resume_from(std::filesystem::path p) { sess_in = std::move(p); return *this; }
+  SClient& with_sni(std::string s) {
+    sni = std::move(s);
+    return *this;
+  }
+  SClient& with_alpn(std::string a) {
+    alpn = std::move(a);
+    return *this;
+  }
+  SClient& without_tickets() {
+    no_ticket = true;
+    return *this;
+  }
+  SClient& with_groups(std::string g) {
+    groups = std::move(g);
+    return *this;
+  }
+  SClient& save_to(std::filesystem::path p) {
+    sess_out = std::move(p);
+    return *this;
+  }
+  SClient& resume_from(std::filesystem::path p) {
+    sess_in = std::move(p);
+    return *this;
+  }
 };
 
 ProcessOptions command(std::vector<std::string> argv) {
@@ -231,8 +255,9 @@ TestPskIdentity psk(std::vector<uint8_t> identity, uint32_t age = 0) {
 }
 
 void run_s_client(uint16_t port, const SClient& c) {
-  std::vector<std::string> argv = {"openssl", "s_client", "-connect", "127.0.0.1:" + std::to_string(port),
-                                   c.version, "-ign_eof"};
+  std::vector<std::string> argv = {"openssl",  "s_client",
+                                   "-connect", "127.0.0.1:" + std::to_string(port),
+                                   c.version,  "-ign_eof"};
   if (c.sni) {
     argv.insert(argv.end(), {"-servername", *c.sni});
   } else {
@@ -249,7 +274,8 @@ void run_s_client(uint16_t port, const SClient& c) {
 }
 
 std::vector<nlohmann::json> run_python_client(uint16_t port, std::vector<std::string> args) {
-  std::vector<std::string> argv = {kPython, kClientScript, "--port", std::to_string(port),
+  std::vector<std::string> argv = {kPython,    kClientScript,
+                                   "--port",   std::to_string(port),
                                    "--cafile", pki().pki.ca_cert().string()};
   argv.insert(argv.end(), args.begin(), args.end());
   ProcessResult r = run_process(command(argv), kClientTimeout);
@@ -300,7 +326,8 @@ Parsed check_recorded(const std::string& name, const RecordedConnection& c) {
   CHECK(sh.selected_version == c.version);
   // TLS 1.3 moves the ALPN answer into the encrypted EncryptedExtensions.
   CHECK(sh.alpn_protocol.value_or("") == (c.version >= TLS1_3_VERSION ? "" : c.alpn));
-  CHECK(std::find(h.cipher_suites.begin(), h.cipher_suites.end(), sh.cipher_suite) != h.cipher_suites.end());
+  CHECK(std::find(h.cipher_suites.begin(), h.cipher_suites.end(), sh.cipher_suite) !=
+        h.cipher_suites.end());
   if (c.version >= TLS1_3_VERSION) {
     // TLS 1.3 echoes the client's random legacy_session_id.
     CHECK(sh.session_id == h.session_id);
@@ -314,7 +341,8 @@ Parsed check_recorded(const std::string& name, const RecordedConnection& c) {
 
 std::vector<uint8_t> hex_to_bytes(const std::string& hex) {
   std::vector<uint8_t> out;
-  for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<uint8_t>(std::stoi(hex.substr(i, 2), nullptr, 16)));
   return out;
 }
 
@@ -326,8 +354,10 @@ std::vector<uint8_t> first_bytes(const std::vector<uint8_t>& v, size_t n) {
 
 // ================================================================ real clients
 
-TEST_CASE("openssl s_client ClientHellos and server flights, TLS 1.3 and 1.2, with and without SNI and ALPN",
-          "[tls_hello][real]") {
+TEST_CASE(
+    "openssl s_client ClientHellos and server flights, TLS 1.3 and 1.2, with and without SNI and "
+    "ALPN",
+    "[tls_hello][real]") {
   struct Case {
     const char* name;
     const char* flag;
@@ -363,8 +393,9 @@ TEST_CASE("openssl s_client ClientHellos and server flights, TLS 1.3 and 1.2, wi
   }
 }
 
-TEST_CASE("Python ssl ClientHellos and server flights, TLS 1.3 and 1.2, with and without SNI and ALPN",
-          "[tls_hello][real]") {
+TEST_CASE(
+    "Python ssl ClientHellos and server flights, TLS 1.3 and 1.2, with and without SNI and ALPN",
+    "[tls_hello][real]") {
   struct Case {
     const char* name;
     const char* tls;
@@ -398,7 +429,8 @@ TEST_CASE("Python ssl ClientHellos and server flights, TLS 1.3 and 1.2, with and
   }
 }
 
-TEST_CASE("TLS 1.2 resumption by session ID: the parsers find the ID the server issued", "[tls_hello][real]") {
+TEST_CASE("TLS 1.2 resumption by session ID: the parsers find the ID the server issued",
+          "[tls_hello][real]") {
   auto opts = recorder_options(TLS1_2_VERSION, TLS1_2_VERSION, 2);
   opts.tickets = false;
   opts.session_cache = true;
@@ -406,9 +438,11 @@ TEST_CASE("TLS 1.2 resumption by session ID: the parsers find the ID the server 
   SECTION("openssl s_client -no_ticket") {
     TempDir dir;
     TlsRecorder rec(opts);
-    run_s_client(rec.port(), SClient("-tls1_2").with_sni(kHost).without_tickets().save_to(dir / "s1.pem"));
+    run_s_client(rec.port(),
+                 SClient("-tls1_2").with_sni(kHost).without_tickets().save_to(dir / "s1.pem"));
     RecordedConnection c0 = recorded(rec, 0);
-    run_s_client(rec.port(), SClient("-tls1_2").with_sni(kHost).without_tickets().resume_from(dir / "s1.pem"));
+    run_s_client(rec.port(),
+                 SClient("-tls1_2").with_sni(kHost).without_tickets().resume_from(dir / "s1.pem"));
     RecordedConnection c1 = recorded(rec, 1);
     SavedSession saved = read_session_file(dir / "s1.pem");
 
@@ -428,7 +462,8 @@ TEST_CASE("TLS 1.2 resumption by session ID: the parsers find the ID the server 
   }
   SECTION("Python ssl with OP_NO_TICKET") {
     TlsRecorder rec(opts);
-    auto out = run_python_client(rec.port(), {"--tls", "1.2", "--sni", kHost, "--no-ticket", "--connections", "2"});
+    auto out = run_python_client(
+        rec.port(), {"--tls", "1.2", "--sni", kHost, "--no-ticket", "--connections", "2"});
     REQUIRE(out.size() == 2);
     RecordedConnection c0 = recorded(rec, 0);
     RecordedConnection c1 = recorded(rec, 1);
@@ -443,7 +478,8 @@ TEST_CASE("TLS 1.2 resumption by session ID: the parsers find the ID the server 
   }
 }
 
-TEST_CASE("TLS 1.2 resumption by ticket: the parsers find the ticket the server issued", "[tls_hello][real]") {
+TEST_CASE("TLS 1.2 resumption by ticket: the parsers find the ticket the server issued",
+          "[tls_hello][real]") {
   auto opts = recorder_options(TLS1_2_VERSION, TLS1_2_VERSION, 2);
   opts.tickets = true;
   opts.ticket_key_name = kTicketKeyName;
@@ -481,7 +517,8 @@ TEST_CASE("TLS 1.2 resumption by ticket: the parsers find the ticket the server 
   }
   SECTION("Python ssl") {
     TlsRecorder rec(opts);
-    auto out = run_python_client(rec.port(), {"--tls", "1.2", "--sni", kHost, "--connections", "2"});
+    auto out =
+        run_python_client(rec.port(), {"--tls", "1.2", "--sni", kHost, "--connections", "2"});
     REQUIRE(out.size() == 2);
     RecordedConnection c0 = recorded(rec, 0);
     RecordedConnection c1 = recorded(rec, 1);
@@ -497,7 +534,8 @@ TEST_CASE("TLS 1.2 resumption by ticket: the parsers find the ticket the server 
   }
 }
 
-TEST_CASE("TLS 1.3 resumption by PSK: the parser finds the identity the server issued", "[tls_hello][real]") {
+TEST_CASE("TLS 1.3 resumption by PSK: the parser finds the identity the server issued",
+          "[tls_hello][real]") {
   auto opts = recorder_options(TLS1_3_VERSION, TLS1_3_VERSION, 2);
   opts.ticket_key_name = kTicketKeyName;
   opts.num_tickets = 1;
@@ -527,7 +565,8 @@ TEST_CASE("TLS 1.3 resumption by PSK: the parser finds the identity the server i
   }
   SECTION("Python ssl") {
     TlsRecorder rec(opts);
-    auto out = run_python_client(rec.port(), {"--tls", "1.3", "--sni", kHost, "--connections", "2"});
+    auto out =
+        run_python_client(rec.port(), {"--tls", "1.3", "--sni", kHost, "--connections", "2"});
     REQUIRE(out.size() == 2);
     RecordedConnection c0 = recorded(rec, 0);
     RecordedConnection c1 = recorded(rec, 1);
@@ -539,7 +578,8 @@ TEST_CASE("TLS 1.3 resumption by PSK: the parser finds the identity the server i
     REQUIRE(c0.issued_ticket_prefixes.size() == 1);
     // The ticket is encrypted on the wire; its first 32 bytes (key name and
     // IV) are the ones the server's key callback chose.
-    CHECK(first_bytes(resumed.hello.psk_identities[0].identity, 32) == c0.issued_ticket_prefixes[0]);
+    CHECK(first_bytes(resumed.hello.psk_identities[0].identity, 32) ==
+          c0.issued_ticket_prefixes[0]);
     CHECK(resumed.hello.psk_identities[0].identity.size() > 32 + 16);
   }
 }
@@ -657,7 +697,8 @@ TEST_CASE("A ClientHello split over several records reassembles to the same hell
   const ClientOutcome one = parse_client(b.records());
   REQUIRE(one.status == ParseStatus::Done);
   // {1}: even the 4-byte handshake header spans four records.
-  for (const std::vector<size_t>& frags : std::vector<std::vector<size_t>>{{1}, {2}, {3}, {5, 7}, {100}, {4, 1000}}) {
+  for (const std::vector<size_t>& frags :
+       std::vector<std::vector<size_t>>{{1}, {2}, {3}, {5, 7}, {100}, {4, 1000}}) {
     auto wire = b.records(frags);
     INFO("first fragment " << frags[0]);
     ClientOutcome o = parse_client(wire);
@@ -728,15 +769,18 @@ ClientHelloBuilder with_ext_data(uint16_t type, std::vector<uint8_t> data) {
 
 std::vector<BadCase> bad_client_hellos() {
   std::vector<BadCase> cases;
-  auto add = [&](std::string name, std::vector<uint8_t> wire, HelloError e, std::optional<uint64_t> off = {}) {
+  auto add = [&](std::string name, std::vector<uint8_t> wire, HelloError e,
+                 std::optional<uint64_t> off = {}) {
     cases.push_back({std::move(name), std::move(wire), e, off});
   };
   HelloLayout l;
   base().message(&l);
 
-  add("http-request", to_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), HelloError::NotHandshakeRecord, 0);
+  add("http-request", to_bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), HelloError::NotHandshakeRecord,
+      0);
   add("alert-record", alert_record(2, 40, 0x0301), HelloError::NotHandshakeRecord, 0);
-  add("sslv2-hello", {0x80, 0x2E, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10}, HelloError::SslV2Hello, 0);
+  add("sslv2-hello", {0x80, 0x2E, 0x01, 0x00, 0x02, 0x00, 0x15, 0x00, 0x00, 0x00, 0x10},
+      HelloError::SslV2Hello, 0);
   add("sslv2-other", {0x80, 0x2E, 0x04, 0x00, 0x02}, HelloError::NotHandshakeRecord, 0);
   {
     auto w = base().records();
@@ -747,7 +791,8 @@ std::vector<BadCase> bad_client_hellos() {
     add("record-version-minor", w, HelloError::BadRecordVersion, 2);
   }
   add("record-empty", raw_record(22, 0x0301, 0, {}), HelloError::EmptyRecord, 3);
-  add("record-too-long", raw_record(22, 0x0301, 16385, base().message()), HelloError::RecordTooLong, 3);
+  add("record-too-long", raw_record(22, 0x0301, 16385, base().message()), HelloError::RecordTooLong,
+      3);
   {
     auto m = base().message();
     auto w = make_records(22, 0x0301, std::span(m).first(50));
@@ -763,13 +808,15 @@ std::vector<BadCase> bad_client_hellos() {
   {
     auto b = base();
     b.handshake_length = 70000;
-    add("handshake-length-70000", raw_record(22, 0x0301, 200, b.message()), HelloError::HandshakeTooLong, 6);
+    add("handshake-length-70000", raw_record(22, 0x0301, 200, b.message()),
+        HelloError::HandshakeTooLong, 6);
   }
   {
     auto b = base();
     b.handshake_length = 10;  // ends inside the random
     auto m = b.message();
-    add("handshake-length-into-random", make_records(22, 0x0301, std::span(m).first(14)), HelloError::TruncatedBody, 6);
+    add("handshake-length-into-random", make_records(22, 0x0301, std::span(m).first(14)),
+        HelloError::TruncatedBody, 6);
   }
   {
     auto b = base();
@@ -785,7 +832,8 @@ std::vector<BadCase> bad_client_hellos() {
     b.session_id.clear();
     b.cipher_suites = {0x1301};
     b.session_id_length = 32;  // past the end of this short body
-    add("session-id-past-end", b.records(), HelloError::BadSessionIdLength, kRec + l.session_id_length);
+    add("session-id-past-end", b.records(), HelloError::BadSessionIdLength,
+        kRec + l.session_id_length);
   }
   for (auto [name, len] : {std::pair{"cipher-suites-zero", 0}, std::pair{"cipher-suites-odd", 3},
                            std::pair{"cipher-suites-past-end", 0xFFFE}}) {
@@ -796,19 +844,23 @@ std::vector<BadCase> bad_client_hellos() {
   {
     auto b = base();
     b.compression_methods.clear();
-    add("compression-zero", b.records(), HelloError::BadCompressionLength, kRec + l.compression_length);
+    add("compression-zero", b.records(), HelloError::BadCompressionLength,
+        kRec + l.compression_length);
     b = base();
     b.extensions_block = false;
     b.compression_length = 5;
-    add("compression-past-end", b.records(), HelloError::BadCompressionLength, kRec + l.compression_length);
+    add("compression-past-end", b.records(), HelloError::BadCompressionLength,
+        kRec + l.compression_length);
   }
   {
     auto b = base();
     b.extensions_length = static_cast<uint16_t>(b.message().size());  // past the end
-    add("extensions-length-long", b.records(), HelloError::BadExtensionsLength, kRec + l.extensions_length);
+    add("extensions-length-long", b.records(), HelloError::BadExtensionsLength,
+        kRec + l.extensions_length);
     b = base();
     b.extensions_length = 4;  // short: the rest would be trailing garbage
-    add("extensions-length-short", b.records(), HelloError::BadExtensionsLength, kRec + l.extensions_length);
+    add("extensions-length-short", b.records(), HelloError::BadExtensionsLength,
+        kRec + l.extensions_length);
     b = base();
     b.extensions.clear();
     b.extensions_block = false;
@@ -818,8 +870,10 @@ std::vector<BadCase> bad_client_hellos() {
   {
     // The block length is right; only the last extension claims a byte more.
     auto b = base();
-    b.extensions.back().length_override = static_cast<uint16_t>(b.extensions.back().data.size() + 1);
-    add("extension-overrun", b.records(), HelloError::ExtensionOverrun, ext_offset(b, b.extensions.size() - 1) + 2);
+    b.extensions.back().length_override =
+        static_cast<uint16_t>(b.extensions.back().data.size() + 1);
+    add("extension-overrun", b.records(), HelloError::ExtensionOverrun,
+        ext_offset(b, b.extensions.size() - 1) + 2);
     // A block of 2 bytes: an extension type without its length.
     b = base();
     b.extensions.clear();
@@ -827,12 +881,14 @@ std::vector<BadCase> bad_client_hellos() {
     b.trailing = {0x00, 0x17};
     HelloLayout bl;
     b.message(&bl);
-    add("extension-header-cut", b.records(), HelloError::ExtensionOverrun, kRec + bl.extensions_length + 2);
+    add("extension-header-cut", b.records(), HelloError::ExtensionOverrun,
+        kRec + bl.extensions_length + 2);
   }
   {
     auto b = base();
     b.sni("other.test");  // a second server_name
-    add("duplicate-sni", b.records(), HelloError::DuplicateExtension, ext_offset(b, b.extensions.size() - 1));
+    add("duplicate-sni", b.records(), HelloError::DuplicateExtension,
+        ext_offset(b, b.extensions.size() - 1));
   }
   {
     auto b = with_ext_data(extension_type::kServerName, sni_extension_data(""));
@@ -878,19 +934,23 @@ std::vector<BadCase> bad_client_hellos() {
     auto b = base();
     b.pre_shared_key({psk({1, 2, 3})});
     b.early_data();  // after the PSK
-    add("psk-not-last", b.records(), HelloError::PskNotLast, ext_offset(b, b.extensions.size() - 1));
+    add("psk-not-last", b.records(), HelloError::PskNotLast,
+        ext_offset(b, b.extensions.size() - 1));
 
     b = base();
     b.add_extension(extension_type::kPreSharedKey, {0x00, 0x00, 0x00, 0x21});
     add("psk-no-identities", b.records(), HelloError::BadPskIdentities);
     b = base();
-    b.add_extension(extension_type::kPreSharedKey, psk_extension_data({psk({}, 1), psk({1, 2}, 1)}));
+    b.add_extension(extension_type::kPreSharedKey,
+                    psk_extension_data({psk({}, 1), psk({1, 2}, 1)}));
     add("psk-empty-identity", b.records(), HelloError::BadPskIdentities);
     b = base();
-    b.add_extension(extension_type::kPreSharedKey, psk_extension_data({psk({1, 2, 3})}, std::vector<size_t>{31}));
+    b.add_extension(extension_type::kPreSharedKey,
+                    psk_extension_data({psk({1, 2, 3})}, std::vector<size_t>{31}));
     add("psk-binder-31", b.records(), HelloError::BadPskBinders);
     b = base();
-    b.add_extension(extension_type::kPreSharedKey, psk_extension_data({psk({1, 2, 3})}, std::vector<size_t>{32, 32}));
+    b.add_extension(extension_type::kPreSharedKey,
+                    psk_extension_data({psk({1, 2, 3})}, std::vector<size_t>{32, 32}));
     add("psk-binder-count", b.records(), HelloError::BadPskBinders);
     b = base();
     auto d = psk_extension_data({psk({1, 2, 3})});
@@ -918,7 +978,8 @@ std::vector<BadCase> bad_client_hellos() {
     auto b = base();
     auto m = b.message();
     m.push_back(0x16);  // a byte after the hello, inside its record
-    add("trailing-byte-in-record", make_records(22, 0x0301, m), HelloError::TrailingBytes, kRec + m.size() - 1);
+    add("trailing-byte-in-record", make_records(22, 0x0301, m), HelloError::TrailingBytes,
+        kRec + m.size() - 1);
   }
   {
     // A valid 40 KiB hello in 1-byte records: 6 stream bytes per byte.
@@ -935,7 +996,8 @@ std::vector<BadCase> bad_client_hellos() {
 
 }  // namespace
 
-TEST_CASE("Each malformed ClientHello gives its own error, at its offset, however it is split", "[tls_hello]") {
+TEST_CASE("Each malformed ClientHello gives its own error, at its offset, however it is split",
+          "[tls_hello]") {
   for (const BadCase& c : bad_client_hellos()) {
     INFO("case " << c.name);
     maybe_dump("bad-" + c.name + ".client", c.wire);
@@ -984,7 +1046,8 @@ std::vector<uint8_t> cat(std::initializer_list<std::vector<uint8_t>> parts) {
   return out;
 }
 
-std::vector<uint8_t> hs_records(const std::vector<uint8_t>& messages, std::vector<size_t> frags = {16384}) {
+std::vector<uint8_t> hs_records(const std::vector<uint8_t>& messages,
+                                std::vector<size_t> frags = {16384}) {
   return make_records(22, 0x0303, messages, frags);
 }
 
@@ -1009,7 +1072,8 @@ TEST_CASE("A TLS 1.3 ServerHello ends the flight at its record", "[tls_hello]") 
   b.selected_version(version::kTls13);
   auto sh = b.records();
   // What follows is the compatibility CCS and encrypted records.
-  auto wire = cat({sh, change_cipher_spec_record(), raw_record(23, 0x0303, 3, std::vector<uint8_t>{1, 2, 3})});
+  auto wire = cat(
+      {sh, change_cipher_spec_record(), raw_record(23, 0x0303, 3, std::vector<uint8_t>{1, 2, 3})});
   ServerOutcome o = parse_server(wire);
   REQUIRE(o.status == ParseStatus::Done);
   CHECK(o.consumed == sh.size());
@@ -1031,16 +1095,19 @@ TEST_CASE("A TLS 1.3 ServerHello ends the flight at its record", "[tls_hello]") 
   maybe_dump("built-hrr.server", hrr.records());
 }
 
-TEST_CASE("A TLS 1.2 server flight: ServerHello first, ticket in the second flight, Done at CCS", "[tls_hello]") {
+TEST_CASE("A TLS 1.2 server flight: ServerHello first, ticket in the second flight, Done at CCS",
+          "[tls_hello]") {
   auto hello = tls12_hello();
   std::vector<uint8_t> ticket(180);
   for (size_t i = 0; i < ticket.size(); ++i) ticket[i] = static_cast<uint8_t>(i);
   // A 40 000-byte Certificate spans three records and is skipped unbuffered.
-  auto flight1 = hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 40000),
-                                 skipped_message(handshake_type::kServerKeyExchange, 300),
-                                 skipped_message(handshake_type::kServerHelloDone, 0)}));
-  auto flight2 = cat({hs_records(new_session_ticket_message(7200, ticket)), change_cipher_spec_record(),
-                      raw_record(22, 0x0303, 40, std::vector<uint8_t>(40, 0xEE))});  // encrypted Finished
+  auto flight1 =
+      hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 40000),
+                      skipped_message(handshake_type::kServerKeyExchange, 300),
+                      skipped_message(handshake_type::kServerHelloDone, 0)}));
+  auto flight2 =
+      cat({hs_records(new_session_ticket_message(7200, ticket)), change_cipher_spec_record(),
+           raw_record(22, 0x0303, 40, std::vector<uint8_t>(40, 0xEE))});  // encrypted Finished
 
   ServerFlightParser p;
   CHECK(p.feed(flight1) == ParseStatus::NeedMore);
@@ -1062,11 +1129,12 @@ TEST_CASE("A TLS 1.2 server flight: ServerHello first, ticket in the second flig
   check_prefixes<ServerFlightParser>(wire);
 
   // Messages packed several per record, and split one byte per record.
-  auto packed = cat({hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 500),
-                                     skipped_message(handshake_type::kServerHelloDone, 0),
-                                     new_session_ticket_message(1, ticket)}),
-                                {1}),
-                     change_cipher_spec_record()});
+  auto packed =
+      cat({hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 500),
+                           skipped_message(handshake_type::kServerHelloDone, 0),
+                           new_session_ticket_message(1, ticket)}),
+                      {1}),
+           change_cipher_spec_record()});
   ServerOutcome o = parse_server(packed);
   REQUIRE(o.status == ParseStatus::Done);
   CHECK(o.ticket->ticket == ticket);
@@ -1074,14 +1142,17 @@ TEST_CASE("A TLS 1.2 server flight: ServerHello first, ticket in the second flig
   check_split_invariance<ServerFlightParser>(packed);
 }
 
-TEST_CASE("Server flight caps: skipped messages are not bounded by the buffer, the stream is", "[tls_hello]") {
+TEST_CASE("Server flight caps: skipped messages are not bounded by the buffer, the stream is",
+          "[tls_hello]") {
   auto hello = tls12_hello();
-  auto fits = cat({hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 200000),
-                                   skipped_message(handshake_type::kServerHelloDone, 0)})),
-                   change_cipher_spec_record()});
+  auto fits =
+      cat({hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 200000),
+                           skipped_message(handshake_type::kServerHelloDone, 0)})),
+           change_cipher_spec_record()});
   ServerOutcome o = parse_server(fits);
   CHECK(o.status == ParseStatus::Done);
-  auto too_big = hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 300000)}));
+  auto too_big =
+      hs_records(cat({hello.message(), skipped_message(handshake_type::kCertificate, 300000)}));
   o = parse_server(too_big);
   CHECK(o.status == ParseStatus::Error);
   CHECK(o.error == HelloError::TooLarge);
@@ -1092,31 +1163,38 @@ namespace {
 
 std::vector<BadCase> bad_server_flights() {
   std::vector<BadCase> cases;
-  auto add = [&](std::string name, std::vector<uint8_t> wire, HelloError e, std::optional<uint64_t> off = {}) {
+  auto add = [&](std::string name, std::vector<uint8_t> wire, HelloError e,
+                 std::optional<uint64_t> off = {}) {
     cases.push_back({std::move(name), std::move(wire), e, off});
   };
   auto hello = tls12_hello();
   auto sh = hs_records(hello.message());
 
-  add("http-response", to_bytes("HTTP/1.1 400 Bad Request\r\n\r\n"), HelloError::NotHandshakeRecord, 0);
+  add("http-response", to_bytes("HTTP/1.1 400 Bad Request\r\n\r\n"), HelloError::NotHandshakeRecord,
+      0);
   add("alert-first", alert_record(2, 40), HelloError::Alert, 0);
   add("ccs-first", change_cipher_spec_record(), HelloError::UnexpectedRecord, 0);
-  add("appdata-first", raw_record(23, 0x0303, 2, std::vector<uint8_t>{1, 2}), HelloError::UnexpectedRecord, 0);
-  add("certificate-first", hs_records(skipped_message(handshake_type::kCertificate, 10)), HelloError::NotServerHello, 5);
+  add("appdata-first", raw_record(23, 0x0303, 2, std::vector<uint8_t>{1, 2}),
+      HelloError::UnexpectedRecord, 0);
+  add("certificate-first", hs_records(skipped_message(handshake_type::kCertificate, 10)),
+      HelloError::NotServerHello, 5);
   {
     auto b = tls12_hello();
     b.handshake_length = 70000;
-    add("server-hello-70000", raw_record(22, 0x0303, 100, b.message()), HelloError::HandshakeTooLong, 6);
+    add("server-hello-70000", raw_record(22, 0x0303, 100, b.message()),
+        HelloError::HandshakeTooLong, 6);
   }
   add("alert-after-hello", cat({sh, alert_record(2, 80)}), HelloError::Alert, sh.size());
   {
     auto m = cat({hello.message(), skipped_message(handshake_type::kCertificate, 100)});
     auto w = hs_records(std::vector<uint8_t>(m.begin(), m.end() - 50));
-    add("ccs-inside-message", cat({w, change_cipher_spec_record()}), HelloError::UnexpectedRecord, w.size());
+    add("ccs-inside-message", cat({w, change_cipher_spec_record()}), HelloError::UnexpectedRecord,
+        w.size());
   }
   {
     auto b = ServerHelloBuilder();  // no ticket ack
-    add("ticket-without-ack", hs_records(cat({b.message(), new_session_ticket_message(1, std::vector<uint8_t>{1})})),
+    add("ticket-without-ack",
+        hs_records(cat({b.message(), new_session_ticket_message(1, std::vector<uint8_t>{1})})),
         HelloError::UnexpectedMessage, kRec + b.message().size());
   }
   add("two-tickets",
@@ -1127,14 +1205,15 @@ std::vector<BadCase> bad_server_flights() {
       hs_records(cat({hello.message(), skipped_message(handshake_type::kServerHelloDone, 0),
                       skipped_message(handshake_type::kCertificate, 4)})),
       HelloError::UnexpectedMessage);
-  add("second-server-hello", hs_records(cat({hello.message(), hello.message()})), HelloError::UnexpectedMessage,
-      kRec + hello.message().size());
+  add("second-server-hello", hs_records(cat({hello.message(), hello.message()})),
+      HelloError::UnexpectedMessage, kRec + hello.message().size());
   add("client-hello-in-flight", hs_records(cat({hello.message(), ClientHelloBuilder().message()})),
       HelloError::UnexpectedMessage);
   {
     auto nst = new_session_ticket_message(1, std::vector<uint8_t>(10, 1));
     nst[9] = 0x20;  // ticket length past the message
-    add("ticket-length-past-end", hs_records(cat({hello.message(), nst})), HelloError::BadNewSessionTicket);
+    add("ticket-length-past-end", hs_records(cat({hello.message(), nst})),
+        HelloError::BadNewSessionTicket);
   }
   {
     auto b = tls12_hello();
@@ -1156,7 +1235,8 @@ std::vector<BadCase> bad_server_flights() {
     b = tls12_hello();
     b.legacy_version = 0x0304;
     b.extensions.clear();
-    add("legacy-version-1.3-without-extension", b.records(), HelloError::BadLegacyVersion, kRec + 4);
+    add("legacy-version-1.3-without-extension", b.records(), HelloError::BadLegacyVersion,
+        kRec + 4);
     b = tls12_hello();
     b.session_id_length = 33;
     add("server-session-id-33", b.records(), HelloError::BadSessionIdLength, kRec + 4 + 2 + 32);
@@ -1168,16 +1248,18 @@ std::vector<BadCase> bad_server_flights() {
     ServerHelloBuilder b;
     b.selected_version(version::kTls13);
     auto m = cat({b.message(), skipped_message(8, 2)});  // EncryptedExtensions in the same record
-    add("tls13-hello-not-alone", hs_records(m), HelloError::TrailingBytes, kRec + b.message().size());
+    add("tls13-hello-not-alone", hs_records(m), HelloError::TrailingBytes,
+        kRec + b.message().size());
   }
   {
     auto ccs = change_cipher_spec_record();
     ccs[5] = 2;
     add("ccs-value-2", cat({sh, ccs}), HelloError::BadChangeCipherSpec, sh.size() + 5);
-    add("ccs-length-2", cat({sh, raw_record(20, 0x0303, 2, std::vector<uint8_t>{1, 1})}), HelloError::BadChangeCipherSpec,
-        sh.size() + 3);
+    add("ccs-length-2", cat({sh, raw_record(20, 0x0303, 2, std::vector<uint8_t>{1, 1})}),
+        HelloError::BadChangeCipherSpec, sh.size() + 3);
     add("alert-level-3", alert_record(3, 40), HelloError::BadAlert, 5);
-    add("alert-length-3", raw_record(21, 0x0303, 3, std::vector<uint8_t>{2, 40, 0}), HelloError::BadAlert, 3);
+    add("alert-length-3", raw_record(21, 0x0303, 3, std::vector<uint8_t>{2, 40, 0}),
+        HelloError::BadAlert, 3);
   }
   return cases;
 }
@@ -1215,7 +1297,8 @@ TEST_CASE("Error codes have distinct names", "[tls_hello]") {
 
 // ================================================================ corpus
 
-TEST_CASE("Every fuzz corpus file gives the same result however it is split", "[tls_hello][corpus]") {
+TEST_CASE("Every fuzz corpus file gives the same result however it is split",
+          "[tls_hello][corpus]") {
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(kCorpusDir)) {
     if (!e.is_regular_file()) continue;

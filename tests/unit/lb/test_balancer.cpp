@@ -1,10 +1,10 @@
 #include <catch2/catch.hpp>
 
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 
-#include "lb/balancer.h"
+#include "balancer.h"
 
 using namespace edgepin::lb;
 

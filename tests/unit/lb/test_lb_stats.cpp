@@ -9,10 +9,10 @@
 #include <string>
 #include <vector>
 
-#include "lb/admin.h"
-#include "lb/runtime.h"
-#include "lb/stats.h"
-#include "lb/stats_server.h"
+#include "admin.h"
+#include "runtime.h"
+#include "stats.h"
+#include "stats_server.h"
 
 using namespace edgepin;
 using namespace edgepin::lb;
@@ -31,7 +31,7 @@ Configs make_configs() {
     config::Node n;
     n.name = "node" + std::to_string(i);
     n.tag = i;
-    n.address = IpAddress::loopbackV4();
+    n.address = IpAddress::loopback_v4();
     n.tls_port = static_cast<uint16_t>(9440 + i);
     n.http_port = static_cast<uint16_t>(9480 + i);
     n.peer_port = static_cast<uint16_t>(9500 + i);
@@ -41,12 +41,12 @@ Configs make_configs() {
   config::Frontend tls;
   tls.name = "https";
   tls.mode = config::FrontendMode::Tls;
-  tls.bind = {SocketAddress(IpAddress::loopbackV4(), 0)};
+  tls.bind = {SocketAddress(IpAddress::loopback_v4(), 0)};
   config::Frontend tcp;
   tcp.name = "http";
   tcp.mode = config::FrontendMode::Tcp;
   tcp.server_port = config::NodePort::Http;
-  tcp.bind = {SocketAddress(IpAddress::loopbackV4(), 0)};
+  tcp.bind = {SocketAddress(IpAddress::loopback_v4(), 0)};
   c.lb.frontends = {tls, tcp};
   c.lb.health_check.enabled = false;
   c.lb.stick_table.size = 1000;
@@ -90,7 +90,10 @@ void simulate_traffic(const Runtime& rt) {
   rt.workers()[1]->counters().redispatches.add(1);
   rt.workers()[0]->counters().maxconn_pauses.add(2);
   rt.workers()[1]->counters().maxconn_pauses.add(5);
-  rt.workers()[1]->counters().inspect_errors[static_cast<size_t>(tls::HelloError::NotHandshakeRecord)].add(4);
+  rt.workers()[1]
+      ->counters()
+      .inspect_errors[static_cast<size_t>(tls::HelloError::NotHandshakeRecord)]
+      .add(4);
 
   ServerState& node1 = *rt.servers()[0];
   node1.total_connections = 3;
@@ -140,7 +143,8 @@ TEST_CASE("collect_stats sums per-worker, per-frontend counters and reads the se
   Configs c = make_configs();
   Runtime rt(c.cluster, c.lb);
   simulate_traffic(rt);
-  rt.stick_table()->learn(*StickKey::session_id(std::vector<uint8_t>(32, 0xab)), 1, StickTable::Clock::now());
+  rt.stick_table()->learn(*StickKey::session_id(std::vector<uint8_t>(32, 0xab)), 1,
+                          StickTable::Clock::now());
 
   ProcessInfo p;
   p.pid = 4242;
@@ -198,7 +202,9 @@ TEST_CASE("renderings of one snapshot") {
     CHECK(has_line(text, "edgepin_lb_frontend_current_connections{frontend=\"https\"} 1"));
     CHECK(has_line(text, "edgepin_lb_frontend_routes_total{frontend=\"https\",reason=\"tag\"} 2"));
     CHECK(has_line(text, "edgepin_lb_frontend_routes_total{frontend=\"https\",reason=\"none\"} 1"));
-    CHECK(has_line(text, "edgepin_lb_frontend_session_ends_total{frontend=\"http\",reason=\"server_timeout\"} 1"));
+    CHECK(has_line(
+        text,
+        "edgepin_lb_frontend_session_ends_total{frontend=\"http\",reason=\"server_timeout\"} 1"));
     CHECK(has_line(text, "edgepin_lb_maxconn_pauses_total 7"));
     CHECK(has_line(text, "edgepin_lb_maxconn " + std::to_string(c.lb.maxconn)));
     CHECK(has_line(text, "edgepin_lb_redispatches_total 3"));
@@ -207,7 +213,8 @@ TEST_CASE("renderings of one snapshot") {
     CHECK(has_line(text, "edgepin_lb_server_state{server=\"node2\",state=\"up\"} 0"));
     CHECK(has_line(text, "edgepin_lb_server_state{server=\"node3\",state=\"down\"} 1"));
     CHECK(has_line(text, "edgepin_lb_server_healthy{server=\"node3\"} 0"));
-    CHECK(has_line(text, "edgepin_lb_server_check_outcome{server=\"node3\",outcome=\"connect_failed\"} 1"));
+    CHECK(has_line(
+        text, "edgepin_lb_server_check_outcome{server=\"node3\",outcome=\"connect_failed\"} 1"));
     CHECK(has_line(text, "edgepin_lb_server_check_latency_seconds{server=\"node1\"} 0.0015"));
     CHECK(has_line(text, "edgepin_lb_server_connections_total{server=\"node1\"} 3"));
     CHECK(has_line(text, "edgepin_lb_server_bytes_out_total{server=\"node1\"} 1500"));
@@ -273,7 +280,8 @@ TEST_CASE("admin commands on a runtime") {
     CHECK(rt.servers()[1]->admin.load() == AdminState::Drain);
     CHECK_FALSE(rt.servers()[1]->usable_for_new());
     CHECK(rt.servers()[1]->usable_for_bound());
-    CHECK(admin.handle("  set\tserver node2 state maint ") == "server node2: state maint (was drain)");
+    CHECK(admin.handle("  set\tserver node2 state maint ") ==
+          "server node2: state maint (was drain)");
     CHECK_FALSE(rt.servers()[1]->usable_for_bound());
     CHECK(admin.handle("set server node2 state ready") == "server node2: state ready (was maint)");
     CHECK(rt.servers()[1]->usable_for_new());
@@ -296,7 +304,8 @@ TEST_CASE("admin commands on a runtime") {
     for (int i = 0; i < 32; ++i) sid_hex += "5a";
     bool found_sid = false, found_ticket = false;
     for (const auto& l : lines) {
-      const std::string sid_prefix = "kind=session_id key=" + sid_hex + " server=node3 expires_in_ms=";
+      const std::string sid_prefix =
+          "kind=session_id key=" + sid_hex + " server=node3 expires_in_ms=";
       if (l.rfind(sid_prefix, 0) == 0) {
         found_sid = true;
         long ms = std::stol(l.substr(sid_prefix.size()));
@@ -304,7 +313,8 @@ TEST_CASE("admin commands on a runtime") {
         CHECK(ms <= 1800 * 1000);
       }
       // A ticket is keyed by its SHA-256: 64 hex digits.
-      if (l.rfind("kind=ticket key=", 0) == 0 && l.find(" server=node1 ") == 16 + 64) found_ticket = true;
+      if (l.rfind("kind=ticket key=", 0) == 0 && l.find(" server=node1 ") == 16 + 64)
+        found_ticket = true;
     }
     CHECK(found_sid);
     CHECK(found_ticket);
@@ -332,10 +342,13 @@ TEST_CASE("admin commands on a runtime") {
   SECTION("refused commands") {
     CHECK(admin.handle("nope") == "error: unknown command 'nope'; try 'help'");
     CHECK(admin.handle("show stat csv") == "error: unknown option 'csv' (only 'json')");
-    CHECK(admin.handle("show \x01\x7f") == "error: unknown command 'show ?" "?'; try 'help'");
+    CHECK(admin.handle("show \x01\x7f") ==
+          "error: unknown command 'show ?"
+          "?'; try 'help'");
     CHECK(admin.handle(std::string(100, 'a')) ==
           "error: unknown command '" + std::string(64, 'a') + "...'; try 'help'");
-    CHECK(admin.handle("help").find("set server NAME state ready|drain|maint") != std::string::npos);
+    CHECK(admin.handle("help").find("set server NAME state ready|drain|maint") !=
+          std::string::npos);
     CHECK(admin.handle("help").find("\n\n") == std::string::npos);
   }
 
@@ -357,8 +370,9 @@ TEST_CASE("show sessions on running workers") {
   REQUIRE(rt.start().empty());
   AdminCommands admin(rt, ProcessInfo{});
   std::string s = admin.handle("show sessions");
-  CHECK(lines_of(s) == std::vector<std::string>{"# sessions: 0", "worker 0: 0", "worker 1: 0", "frontend https: 0",
-                                                "frontend http: 0", "server node1: 0 current, 0 queued",
+  CHECK(lines_of(s) == std::vector<std::string>{"# sessions: 0", "worker 0: 0", "worker 1: 0",
+                                                "frontend https: 0", "frontend http: 0",
+                                                "server node1: 0 current, 0 queued",
                                                 "server node2: 0 current, 0 queued",
                                                 "server node3: 0 current, 0 queued", "# list"});
   auto j = nlohmann::json::parse(admin.handle("show sessions json"));

@@ -6,7 +6,8 @@
 #include <memory>
 #include <set>
 
-#include "lb/router.h"
+#include "random.h"
+#include "router.h"
 
 using namespace edgepin;
 using namespace edgepin::lb;
@@ -38,13 +39,13 @@ struct Cluster {
 std::vector<uint8_t> tagged_id(uint16_t tag) {
   std::array<uint8_t, nodetag::kSessionIdRandomSize> r{};
   r.fill(0x42);
-  auto e = nodetag::encodeSessionId(tag, 7, r);
+  auto e = nodetag::encode_session_id(tag, 7, r);
   REQUIRE(e.ok());
   return {e.bytes.begin(), e.bytes.end()};
 }
 
 std::vector<uint8_t> tagged_ticket(uint16_t tag) {
-  auto e = nodetag::encodeKeyName(tag, 7);
+  auto e = nodetag::encode_key_name(tag, 7, edgepin::tls::openssl_random);
   REQUIRE(e.ok());
   std::vector<uint8_t> t(e.bytes.begin(), e.bytes.end());
   t.resize(180, 0x99);  // iv, ciphertext, mac: opaque to the lb
@@ -207,7 +208,8 @@ TEST_CASE("router: source affinity keeps an address on one server, masked by pre
   // Off by default: the balancer takes turns.
   Cluster plain;
   std::set<ServerState*> seen;
-  for (int i = 0; i < 3; ++i) seen.insert(plain.router->route(nullptr, reinterpret_cast<sockaddr*>(&a1), now).server);
+  for (int i = 0; i < 3; ++i)
+    seen.insert(plain.router->route(nullptr, reinterpret_cast<sockaddr*>(&a1), now).server);
   CHECK(seen.size() == 3);
 }
 

@@ -3,7 +3,7 @@
 #include <random>
 #include <thread>
 
-#include "lb/stick_table.h"
+#include "stick_table.h"
 
 using edgepin::lb::StickKey;
 using edgepin::lb::StickKeyKind;
@@ -75,8 +75,8 @@ TEST_CASE("stick table: entries expire after their last use") {
   StickTable table(opts(10, 10s));
   table.learn(sid(1), 1, t0);
   table.learn(sid(2), 2, t0);
-  CHECK(table.lookup(sid(1), t0 + 9s) == 1u);  // refreshed: now expires at 19 s
-  CHECK_FALSE(table.lookup(sid(2), t0 + 10s));   // expired exactly at 10 s
+  CHECK(table.lookup(sid(1), t0 + 9s) == 1u);   // refreshed: now expires at 19 s
+  CHECK_FALSE(table.lookup(sid(2), t0 + 10s));  // expired exactly at 10 s
   CHECK(table.lookup(sid(1), t0 + 18s) == 1u);
   CHECK(table.purge_expired(t0 + 100s) == 1);
   CHECK(table.stats().entries == 0);
@@ -154,7 +154,8 @@ TEST_CASE("stick table: concurrent learners and readers agree and stay bounded")
   CHECK(st.entries <= 4096);
   CHECK(st.hits + st.misses + st.learned + st.updated == kThreads * kOps);
   for (const auto& e : table.snapshot(5000)) {
-    uint32_t k = e.key.bytes()[0] | e.key.bytes()[1] << 8 | e.key.bytes()[2] << 16 | e.key.bytes()[3] << 24;
+    uint32_t k =
+        e.key.bytes()[0] | e.key.bytes()[1] << 8 | e.key.bytes()[2] << 16 | e.key.bytes()[3] << 24;
     CHECK(e.server_id == k % 5);
   }
 }

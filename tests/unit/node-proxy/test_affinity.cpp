@@ -2,7 +2,7 @@
 
 #include <vector>
 
-#include "node-proxy/affinity.h"
+#include "affinity.h"
 
 using namespace edgepin;
 using namespace edgepin::nodeproxy::affinity;
@@ -73,7 +73,9 @@ TEST_CASE("affinity cookie: round trip, tamper, forge, wrong cluster, age") {
 }
 
 TEST_CASE("find_cookie parses cookie-strings over several Cookie fields") {
-  Fields f{{"Host", "x"}, {"Cookie", "a=1; JSESSIONID=ABC.node2 ;b=\"q\""}, {"cookie", "EDGEPIN_NODE=zz"}};
+  Fields f{{"Host", "x"},
+           {"Cookie", "a=1; JSESSIONID=ABC.node2 ;b=\"q\""},
+           {"cookie", "EDGEPIN_NODE=zz"}};
   CHECK(find_cookie(f.list(), "JSESSIONID") == "ABC.node2");
   CHECK(find_cookie(f.list(), "b") == "q");
   CHECK(find_cookie(f.list(), "EDGEPIN_NODE") == "zz");
@@ -100,15 +102,18 @@ TEST_CASE("set_cookie_value writes the configured attributes") {
   cfg.cookie_name = "EDGEPIN_NODE";
   cfg.path = "/app";
   cfg.max_age = std::chrono::seconds(3600);
-  CHECK(set_cookie_value(cfg, "V", true) == "EDGEPIN_NODE=V; Path=/app; Max-Age=3600; Secure; HttpOnly; SameSite=Lax");
+  CHECK(set_cookie_value(cfg, "V", true) ==
+        "EDGEPIN_NODE=V; Path=/app; Max-Age=3600; Secure; HttpOnly; SameSite=Lax");
   // Secure "auto": not over plain HTTP, where browsers would drop it.
-  CHECK(set_cookie_value(cfg, "V", false) == "EDGEPIN_NODE=V; Path=/app; Max-Age=3600; HttpOnly; SameSite=Lax");
+  CHECK(set_cookie_value(cfg, "V", false) ==
+        "EDGEPIN_NODE=V; Path=/app; Max-Age=3600; HttpOnly; SameSite=Lax");
   cfg.secure = config::CookieSecure::Always;
   cfg.http_only = false;
   cfg.same_site = config::SameSite::Strict;
   cfg.domain = "example.com";
   cfg.max_age.reset();
-  CHECK(set_cookie_value(cfg, "V", false) == "EDGEPIN_NODE=V; Path=/app; Domain=example.com; Secure; SameSite=Strict");
+  CHECK(set_cookie_value(cfg, "V", false) ==
+        "EDGEPIN_NODE=V; Path=/app; Domain=example.com; Secure; SameSite=Strict");
 }
 
 TEST_CASE("decide: cookie mode") {

@@ -1,7 +1,7 @@
 // The certificate index alone (no OpenSSL): ClientHello extension readers,
 // DNS name normalization, and the selection order exact → wildcard →
 // default with the key type the client can verify.
-#include "node-proxy/cert_index.h"
+#include "cert_index.h"
 
 #include <catch2/catch.hpp>
 
@@ -71,7 +71,8 @@ TEST_CASE("signature_algorithms: key types by scheme", "[cert_index]") {
   REQUIRE(both);
   CHECK(both->ecdsa);
   CHECK(both->rsa);
-  auto ecdsa = parse_signature_algorithms(sigalgs_ext({0x0403, 0x0503, 0x0807}));  // 0x0807: ed25519
+  auto ecdsa =
+      parse_signature_algorithms(sigalgs_ext({0x0403, 0x0503, 0x0807}));  // 0x0807: ed25519
   REQUIRE(ecdsa);
   CHECK(ecdsa->ecdsa);
   CHECK_FALSE(ecdsa->rsa);
@@ -118,7 +119,8 @@ TEST_CASE("DNS names are normalized, junk refused", "[cert_index]") {
   CHECK_FALSE(normalize_dns_name(long_name, false));
 }
 
-TEST_CASE("selection: exact before wildcard before default, usable key types first", "[cert_index]") {
+TEST_CASE("selection: exact before wildcard before default, usable key types first",
+          "[cert_index]") {
   CertificateIndex index;
   const std::vector<std::string> def = {"default.test"};
   const std::vector<std::string> site = {"site.test", "www.site.test", "Not A Name"};

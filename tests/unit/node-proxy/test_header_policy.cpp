@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "common/http1.h"
-#include "node-proxy/header_policy.h"
+#include "header_policy.h"
+#include "http1.h"
 
 using namespace edgepin;
 using namespace edgepin::nodeproxy;
@@ -25,7 +25,8 @@ struct Parsed {
 std::unique_ptr<Parsed> parse_request(std::string raw) {
   auto p = std::make_unique<Parsed>();
   p->bytes = std::move(raw);
-  const auto r = p->parser.parse({reinterpret_cast<const uint8_t*>(p->bytes.data()), p->bytes.size()});
+  const auto r =
+      p->parser.parse({reinterpret_cast<const uint8_t*>(p->bytes.data()), p->bytes.size()});
   INFO(p->bytes);
   REQUIRE(r.status == ParseStatus::Done);
   return p;
@@ -54,7 +55,8 @@ ClientInfo plain_client(std::string_view ip) {
 }
 
 // Builds the upstream head for `raw` and parses it back.
-std::unique_ptr<Parsed> forward(const std::string& raw, const ClientInfo& client, config::HeaderPolicy policy = {},
+std::unique_ptr<Parsed> forward(const std::string& raw, const ClientInfo& client,
+                                config::HeaderPolicy policy = {},
                                 UpstreamRequestOptions opts = {}) {
   auto in = parse_request(raw);
   std::string out;
@@ -74,10 +76,17 @@ std::string case_variant(std::string_view name, int variant) {
   for (size_t i = 0; i < s.size(); ++i) {
     const auto c = static_cast<unsigned char>(s[i]);
     switch (variant) {
-      case 0: break;                                                              // as written
-      case 1: s[i] = static_cast<char>(std::tolower(c)); break;                   // lower
-      case 2: s[i] = static_cast<char>(std::toupper(c)); break;                   // upper
-      case 3: s[i] = static_cast<char>(i % 2 ? std::toupper(c) : std::tolower(c)); break;  // mixed
+      case 0:
+        break;  // as written
+      case 1:
+        s[i] = static_cast<char>(std::tolower(c));
+        break;  // lower
+      case 2:
+        s[i] = static_cast<char>(std::toupper(c));
+        break;  // upper
+      case 3:
+        s[i] = static_cast<char>(i % 2 ? std::toupper(c) : std::tolower(c));
+        break;  // mixed
     }
   }
   return s;
@@ -133,18 +142,21 @@ TEST_CASE("true forwarding values: IPv4, IPv6, v4-mapped, TLS and plain, PROXY a
   all.x_real_ip = true;
 
   SECTION("IPv4 client behind the lb (PROXY), TLS") {
-    auto out = forward("GET / HTTP/1.1\r\nHost: app.example\r\n\r\n", tls_client("198.51.100.9"), all);
+    auto out =
+        forward("GET / HTTP/1.1\r\nHost: app.example\r\n\r\n", tls_client("198.51.100.9"), all);
     const auto& h = out->head();
     // The PROXY source, never the lb's socket address.
     CHECK(values(h, "X-Forwarded-For") == std::vector<std::string>{"198.51.100.9"});
     CHECK(out->bytes.find("10.1.2.3") == std::string::npos);
     CHECK(values(h, "X-Real-IP") == std::vector<std::string>{"198.51.100.9"});
     CHECK(values(h, "X-Forwarded-Host") == std::vector<std::string>{"app.example"});
-    CHECK(values(h, "Forwarded") == std::vector<std::string>{"for=198.51.100.9;proto=https;host=app.example"});
+    CHECK(values(h, "Forwarded") ==
+          std::vector<std::string>{"for=198.51.100.9;proto=https;host=app.example"});
     CHECK(values(h, "X-Forwarded-SSL") == std::vector<std::string>{"on"});
   }
   SECTION("IPv6 client, TLS: Forwarded quotes the bracketed node") {
-    auto out = forward("GET / HTTP/1.1\r\nHost: app.example:8443\r\n\r\n", tls_client("2001:db8::1"), all);
+    auto out =
+        forward("GET / HTTP/1.1\r\nHost: app.example:8443\r\n\r\n", tls_client("2001:db8::1"), all);
     const auto& h = out->head();
     CHECK(values(h, "X-Forwarded-For") == std::vector<std::string>{"2001:db8::1"});
     CHECK(values(h, "X-Real-IP") == std::vector<std::string>{"2001:db8::1"});
@@ -154,7 +166,8 @@ TEST_CASE("true forwarding values: IPv4, IPv6, v4-mapped, TLS and plain, PROXY a
   SECTION("v4-mapped IPv6 peer is written as IPv4") {
     auto out = forward("GET / HTTP/1.1\r\nHost: a\r\n\r\n", tls_client("::ffff:192.0.2.44"), all);
     CHECK(values(out->head(), "X-Forwarded-For") == std::vector<std::string>{"192.0.2.44"});
-    CHECK(values(out->head(), "Forwarded") == std::vector<std::string>{"for=192.0.2.44;proto=https;host=a"});
+    CHECK(values(out->head(), "Forwarded") ==
+          std::vector<std::string>{"for=192.0.2.44;proto=https;host=a"});
   }
   SECTION("plain HTTP, no PROXY header: the socket peer and the listener's public port") {
     auto out = forward("GET / HTTP/1.1\r\nHost: a\r\n\r\n", plain_client("192.0.2.77"));
@@ -175,8 +188,8 @@ TEST_CASE("hop-by-hop fields go, including those named in Connection") {
       "X-Visible: yes\r\n\r\n";
   auto out = forward(raw, tls_client("192.0.2.1"));
   const auto& h = out->head();
-  for (const char* gone : {"Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade", "X-Secret", "X-Other-Secret",
-                           "X-Third"}) {
+  for (const char* gone : {"Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade", "X-Secret",
+                           "X-Other-Secret", "X-Third"}) {
     INFO(gone);
     CHECK(values(h, gone).empty());
   }
@@ -188,13 +201,15 @@ TEST_CASE("hop-by-hop fields go, including those named in Connection") {
 
 TEST_CASE("framing is the proxy's own: one Content-Length or chunked") {
   SECTION("repeated identical Content-Length becomes one") {
-    auto out = forward("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
-                       tls_client("192.0.2.1"));
+    auto out =
+        forward("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n",
+                tls_client("192.0.2.1"));
     CHECK(values(out->head(), "Content-Length") == std::vector<std::string>{"5"});
     CHECK(out->head().framing == http1::BodyFraming::content_length(5));
   }
   SECTION("chunked stays chunked") {
-    auto out = forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tCHUNKED\r\n\r\n", tls_client("192.0.2.1"));
+    auto out = forward("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tCHUNKED\r\n\r\n",
+                       tls_client("192.0.2.1"));
     CHECK(values(out->head(), "Transfer-Encoding") == std::vector<std::string>{"chunked"});
     CHECK(values(out->head(), "Content-Length").empty());
   }
@@ -241,7 +256,8 @@ TEST_CASE("request line, Host default, upgrade, expect") {
     UpstreamRequestOptions o;
     o.tunnel = true;
     auto out = forward(
-        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n",
+        "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: "
+        "Upgrade\r\nSec-WebSocket-Key: k\r\n\r\n",
         tls_client("192.0.2.1"), {}, o);
     CHECK(values(out->head(), "Upgrade") == std::vector<std::string>{"websocket"});
     CHECK(values(out->head(), "Connection") == std::vector<std::string>{"upgrade"});
@@ -255,11 +271,12 @@ TEST_CASE("request line, Host default, upgrade, expect") {
     CHECK(values(out->head(), "Connection") == std::vector<std::string>{"close"});
   }
   SECTION("Expect: 100-continue is forwarded; an ignored HTTP/1.0 Expect is not") {
-    auto out = forward("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-                       tls_client("192.0.2.1"));
+    auto out =
+        forward("PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+                tls_client("192.0.2.1"));
     CHECK(out->head().expect_continue);
-    auto old = forward("PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n", plain_client("192.0.2.1"),
-                       {}, UpstreamRequestOptions{false, true, "h", {}});
+    auto old = forward("PUT / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+                       plain_client("192.0.2.1"), {}, UpstreamRequestOptions{false, true, "h", {}});
     CHECK(values(old->head(), "Expect").empty());
   }
   SECTION("extra fields from the affinity layer come last") {
@@ -292,7 +309,8 @@ struct ParsedResponse {
 std::unique_ptr<ParsedResponse> parse_response(std::string raw) {
   auto p = std::make_unique<ParsedResponse>();
   p->bytes = std::move(raw);
-  const auto r = p->parser.parse({reinterpret_cast<const uint8_t*>(p->bytes.data()), p->bytes.size()});
+  const auto r =
+      p->parser.parse({reinterpret_cast<const uint8_t*>(p->bytes.data()), p->bytes.size()});
   INFO(p->bytes);
   REQUIRE(r.status == ParseStatus::Done);
   return p;
@@ -316,7 +334,8 @@ std::unique_ptr<ParsedResponse> relay_response(const std::string& raw, ClientRes
 
 TEST_CASE("responses: hop-by-hop removed, framing and connection written by the proxy") {
   const std::string raw =
-      "HTTP/1.1 200 OK\r\nServer: tomcat\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=20\r\n"
+      "HTTP/1.1 200 OK\r\nServer: tomcat\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: "
+      "timeout=20\r\n"
       "X-Hop: 1\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\r\n";
   SECTION("chunked passed through to an HTTP/1.1 client, keep-alive") {
     ClientResponseOptions o;
@@ -353,11 +372,14 @@ TEST_CASE("responses: hop-by-hop removed, framing and connection written by the 
   SECTION("HEAD and 304 keep Content-Length as metadata; 204 and 1xx carry none") {
     ClientResponseOptions o;
     o.framing = http1::BodyFraming::none();
-    CHECK(rvalues(relay_response("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", o)->parser.head(),
-                  "Content-Length") == std::vector<std::string>{"1234"});
-    CHECK(rvalues(relay_response("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", o)->parser.head(),
+    CHECK(
+        rvalues(relay_response("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", o)->parser.head(),
+                "Content-Length") == std::vector<std::string>{"1234"});
+    CHECK(rvalues(relay_response("HTTP/1.1 304 Not Modified\r\nContent-Length: 99\r\n\r\n", o)
+                      ->parser.head(),
                   "Content-Length") == std::vector<std::string>{"99"});
-    CHECK(rvalues(relay_response("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", o)->parser.head(),
+    CHECK(rvalues(relay_response("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", o)
+                      ->parser.head(),
                   "Content-Length")
               .empty());
     o.connection = ClientResponseOptions::Connection::Omit;
@@ -370,7 +392,8 @@ TEST_CASE("responses: hop-by-hop removed, framing and connection written by the 
     o.framing = http1::BodyFraming::none();
     o.connection = ClientResponseOptions::Connection::Upgrade;
     auto out = relay_response(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
+        "Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n",
         o);
     const auto& h = out->parser.head();
     CHECK(http1::is_upgrade_accepted(h));
@@ -385,8 +408,10 @@ TEST_CASE("responses: hop-by-hop removed, framing and connection written by the 
 }
 
 TEST_CASE("idempotent methods and reason phrases") {
-  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"}) CHECK(is_idempotent_method(m));
-  for (const char* m : {"POST", "PATCH", "CONNECT", "get", "LOCK"}) CHECK_FALSE(is_idempotent_method(m));
+  for (const char* m : {"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+    CHECK(is_idempotent_method(m));
+  for (const char* m : {"POST", "PATCH", "CONNECT", "get", "LOCK"})
+    CHECK_FALSE(is_idempotent_method(m));
   CHECK(reason_phrase(502) == "Bad Gateway");
   CHECK(reason_phrase(408) == "Request Timeout");
   CHECK(reason_phrase(599) == "Unknown");
@@ -438,20 +463,22 @@ ClientInfo peer_link() {
 
 }  // namespace
 
-TEST_CASE("relayed_client_info: the relaying node's client facts round-trip to the owner's Tomcat") {
+TEST_CASE(
+    "relayed_client_info: the relaying node's client facts round-trip to the owner's Tomcat") {
   // What node2 sends for a client it served over TLS (public port 443)...
   const http1::Field extra[] = {{kRelayedField, "node2"}, {kSniField, "app.example"}};
   UpstreamRequestOptions opts;
   opts.extra_fields = extra;
   const ClientInfo original = tls_client("2001:db8::7");
-  auto relayed = forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n", original, {}, opts);
+  auto relayed = forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n",
+                         original, {}, opts);
 
   // ...is read back on the owner's peer listener...
   std::string error;
   const auto info = relayed_client_info(relayed->head().fields, peer_link(), error);
   REQUIRE(info);
   CHECK(error.empty());
-  CHECK(info->client.ip().toString() == "2001:db8::7");
+  CHECK(info->client.ip().to_string() == "2001:db8::7");
   CHECK(info->tls);
   CHECK(info->public_port == 443);
   CHECK(info->sni == "app.example");
@@ -463,8 +490,10 @@ TEST_CASE("relayed_client_info: the relaying node's client facts round-trip to t
   std::string to_owner, to_self;
   build_upstream_request(relayed->head(), *info, {}, {}, to_owner);
   auto a = parse_request(to_owner);
-  auto direct = forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n", original);
-  for (std::string_view f : {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-ssl"})
+  auto direct =
+      forward("POST /cart HTTP/1.1\r\nHost: app.example\r\nContent-Length: 0\r\n\r\n", original);
+  for (std::string_view f :
+       {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-ssl"})
     CHECK(values(a->head(), f) == values(direct->head(), f));
   CHECK(values(a->head(), "x-forwarded-for") == std::vector<std::string>{"2001:db8::7"});
 }
@@ -476,7 +505,7 @@ TEST_CASE("relayed_client_info: plain HTTP clients and requests without forwardi
   REQUIRE(info);
   CHECK_FALSE(info->tls);
   CHECK(info->public_port == 8081);
-  CHECK(info->client.ip().toString() == "198.51.100.4");
+  CHECK(info->client.ip().to_string() == "198.51.100.4");
   CHECK(info->sni.empty());
 
   // A peer's own request (its health check): the link's facts stand.

@@ -25,11 +25,11 @@
 #include <string>
 #include <vector>
 
-#include "common/http1.h"
-#include "node-proxy/counters.h"
-#include "node-proxy/http_connection.h"
-#include "node-proxy/upstream_pool.h"
-#include "node-proxy/worker_context.h"
+#include "counters.h"
+#include "http1.h"
+#include "http_connection.h"
+#include "upstream_pool.h"
+#include "worker_context.h"
 
 using namespace edgepin;
 using namespace edgepin::nodeproxy;
@@ -107,7 +107,8 @@ class Upstream {
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     sin.sin_port = 0;
-    listener_.reset(evconnlistener_new_bind(base, accept_cb, this, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+    listener_.reset(evconnlistener_new_bind(base, accept_cb, this,
+                                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
                                             reinterpret_cast<sockaddr*>(&sin), sizeof sin));
     REQUIRE(listener_);
     sockaddr_in bound{};
@@ -124,7 +125,8 @@ class Upstream {
   // Limits how fast every later connection is read (a slow upstream).
   void limit_read_rate(size_t bytes_per_tick) {
     timeval tick{0, 10000};
-    rate_ = ev_token_bucket_cfg_new(bytes_per_tick, bytes_per_tick, EV_RATE_LIMIT_MAX, EV_RATE_LIMIT_MAX, &tick);
+    rate_ = ev_token_bucket_cfg_new(bytes_per_tick, bytes_per_tick, EV_RATE_LIMIT_MAX,
+                                    EV_RATE_LIMIT_MAX, &tick);
   }
 
   // Runs `fn` after `ms` on the loop.
@@ -140,7 +142,8 @@ class Upstream {
   // Answers with a generated body of `n` bytes, written as the output drains.
   void stream(Conn& c, uint64_t n, bool chunked, uint32_t seed) {
     std::string head = "HTTP/1.1 200 OK\r\n";
-    head += chunked ? "Transfer-Encoding: chunked\r\n" : "Content-Length: " + std::to_string(n) + "\r\n";
+    head += chunked ? "Transfer-Encoding: chunked\r\n"
+                    : "Content-Length: " + std::to_string(n) + "\r\n";
     head += "\r\n";
     c.send(head);
     c.stream_left = n;
@@ -241,7 +244,8 @@ class Upstream {
         c->cur.method = std::string(h.method);
         c->cur.target = std::string(h.target);
         c->cur.conn = c->index;
-        for (const auto& f : h.fields) c->cur.fields.emplace_back(std::string(f.name), std::string(f.value));
+        for (const auto& f : h.fields)
+          c->cur.fields.emplace_back(std::string(f.name), std::string(f.value));
         c->body.emplace(h.framing);
         evbuffer_drain(in, r.consumed);
         self->bytes_received += r.consumed;
@@ -251,7 +255,8 @@ class Upstream {
       }
       evbuffer_iovec v;
       std::span<const uint8_t> seg;
-      if (evbuffer_peek(in, -1, nullptr, &v, 1) >= 1) seg = {static_cast<const uint8_t*>(v.iov_base), v.iov_len};
+      if (evbuffer_peek(in, -1, nullptr, &v, 1) >= 1)
+        seg = {static_cast<const uint8_t*>(v.iov_base), v.iov_len};
       const auto r = c->body->decode(seg);
       if (r.status == ParseStatus::Error) {
         ++self->parse_errors;
@@ -280,8 +285,8 @@ class Upstream {
 };
 
 std::string ok(std::string_view body, std::string_view extra = "") {
-  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" + std::string(extra) + "\r\n" +
-         std::string(body);
+  return "HTTP/1.1 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n" +
+         std::string(extra) + "\r\n" + std::string(body);
 }
 
 // ---------------------------------------------------------------------------
@@ -318,8 +323,10 @@ class ResponseReader {
     process();
     if (in_body_ && body_) {
       const auto r = body_->finish();
-      if (r.status == ParseStatus::Done) complete();
-      else error = true;
+      if (r.status == ParseStatus::Done)
+        complete();
+      else
+        error = true;
     }
   }
   size_t finals() const {
@@ -349,7 +356,8 @@ class ResponseReader {
         }
         const auto& h = parser_.head();
         cur_.status = h.status;
-        for (const auto& f : h.fields) cur_.fields.emplace_back(std::string(f.name), std::string(f.value));
+        for (const auto& f : h.fields)
+          cur_.fields.emplace_back(std::string(f.name), std::string(f.value));
         const std::string method = methods.empty() ? "GET" : methods.front();
         const http1::BodyFraming framing = http1::response_framing(h, method);
         buf_.erase(0, r.consumed);
@@ -405,7 +413,7 @@ struct Client {
 class Harness {
  public:
   Harness() : base(event_base_new()), upstream(std::make_unique<Upstream>(base.get())) {
-    cfg.upstream.address = SocketAddress(IpAddress::loopbackV4(), upstream->port);
+    cfg.upstream.address = SocketAddress(IpAddress::loopback_v4(), upstream->port);
     cfg.log.access_log = false;  // failures still log (as warnings)
     ctx.base = base.get();
     ctx.config = &cfg;
@@ -417,7 +425,8 @@ class Harness {
       r.body = json ? "{\"node\":\"node-a\"}" : "<html><body>node-a</body></html>";
       return r;
     };
-    tick_.reset(event_new(base.get(), -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr));
+    tick_.reset(event_new(
+        base.get(), -1, EV_PERSIST, [](evutil_socket_t, short, void*) {}, nullptr));
     timeval tv{0, 2000};
     event_add(tick_.get(), &tv);
   }
@@ -445,10 +454,11 @@ class Harness {
     auto c = std::make_unique<Client>();
     c->fd = sv[0];
     BufferEventPtr bev(bufferevent_socket_new(base.get(), sv[1], BEV_OPT_CLOSE_ON_FREE));
-    auto conn = std::make_unique<HttpConnection>(ctx, std::move(bev), std::move(info), [this](HttpConnection* hc) {
-      ++closed;
-      live.erase(hc);  // destroys it, as a worker does
-    });
+    auto conn = std::make_unique<HttpConnection>(ctx, std::move(bev), std::move(info),
+                                                 [this](HttpConnection* hc) {
+                                                   ++closed;
+                                                   live.erase(hc);  // destroys it, as a worker does
+                                                 });
     c->conn = conn.get();
     HttpConnection* raw = conn.get();
     live[raw] = std::move(conn);
@@ -479,9 +489,12 @@ class Harness {
     const auto deadline = std::chrono::steady_clock::now() + 10s;
     while (pos < data.size() && std::chrono::steady_clock::now() < deadline) {
       ssize_t n = ::send(c.fd, data.data() + pos, data.size() - pos, MSG_NOSIGNAL);
-      if (n > 0) pos += static_cast<size_t>(n);
-      else if (n < 0 && errno != EAGAIN) break;
-      else turn();
+      if (n > 0)
+        pos += static_cast<size_t>(n);
+      else if (n < 0 && errno != EAGAIN)
+        break;
+      else
+        turn();
     }
     REQUIRE(pos == data.size());
   }
@@ -550,7 +563,9 @@ void echo_meta(Harness& h) {
   };
 }
 
-uint64_t ends(const Harness& h, RequestEnd e) { return h.counters.request_ends[static_cast<size_t>(e)].get(); }
+uint64_t ends(const Harness& h, RequestEnd e) {
+  return h.counters.request_ends[static_cast<size_t>(e)].get();
+}
 
 }  // namespace
 
@@ -561,7 +576,9 @@ TEST_CASE("keep-alive: sequential requests share one client and one upstream con
   echo_meta(h);
   Client& c = h.connect();
   for (int i = 0; i < 3; ++i) {
-    h.send(c, "GET /seq/" + std::to_string(i) + " HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
+    h.send(c,
+           "GET /seq/" + std::to_string(i) +
+               " HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 6.6.6.6\r\n\r\n",
            "GET");
     REQUIRE(h.wait_responses(c, static_cast<size_t>(i + 1)));
     const Response& r = c.reader.responses.back();
@@ -594,8 +611,10 @@ TEST_CASE("pipelined requests are answered in order, one at a time") {
   h.upstream->on_request = [&h](Upstream::Conn& c, const UpRequest& r) {
     Upstream::Conn* cp = &c;
     const std::string body = r.target + " seen=" + std::to_string(h.upstream->requests.size());
-    if (r.target == "/a") h.upstream->later(80, [cp, body] { cp->send(ok(body)); });
-    else c.send(ok(body));
+    if (r.target == "/a")
+      h.upstream->later(80, [cp, body] { cp->send(ok(body)); });
+    else
+      c.send(ok(body));
   };
   Client& c = h.connect();
   std::string all;
@@ -650,7 +669,9 @@ TEST_CASE("chunked request re-framed as chunked, chunked response relayed") {
 
 TEST_CASE("Content-Length bodies both ways") {
   Harness h;
-  h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) { c.send(ok("got:" + r.body)); };
+  h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) {
+    c.send(ok("got:" + r.body));
+  };
   Client& c = h.connect();
   h.send(c, "PUT /cl HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world", "PUT");
   REQUIRE(h.wait_responses(c, 1));
@@ -663,10 +684,14 @@ TEST_CASE("Content-Length bodies both ways") {
 TEST_CASE("HEAD, 204 and 304 have no body and keep the connection in sync") {
   Harness h;
   h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) {
-    if (r.method == "HEAD") c.send("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
-    else if (r.target == "/204") c.send("HTTP/1.1 204 No Content\r\n\r\n");
-    else if (r.target == "/304") c.send("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 77\r\n\r\n");
-    else c.send(ok("after"));
+    if (r.method == "HEAD")
+      c.send("HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n");
+    else if (r.target == "/204")
+      c.send("HTTP/1.1 204 No Content\r\n\r\n");
+    else if (r.target == "/304")
+      c.send("HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\nContent-Length: 77\r\n\r\n");
+    else
+      c.send(ok("after"));
   };
   Client& c = h.connect();
   h.send(c, "HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", "HEAD");
@@ -708,7 +733,9 @@ TEST_CASE("close-delimited response: relayed, then the client connection closes"
 TEST_CASE("chunked response to an HTTP/1.0 client is de-chunked and close-delimited") {
   Harness h;
   h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) {
-    c.send("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nold \r\n6;x=y\r\nclient\r\n0\r\n\r\n");
+    c.send(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nold "
+        "\r\n6;x=y\r\nclient\r\n0\r\n\r\n");
   };
   Client& c = h.connect();
   h.send(c, "GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "GET");
@@ -726,9 +753,12 @@ TEST_CASE("Expect: 100-continue is forwarded and the upstream's 100 relayed") {
   h.upstream->on_head = [](Upstream::Conn& c, const UpRequest& r) {
     if (field_of(r.fields, "Expect") == "100-continue") c.send("HTTP/1.1 100 Continue\r\n\r\n");
   };
-  h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) { c.send(ok("stored " + r.body)); };
+  h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) {
+    c.send(ok("stored " + r.body));
+  };
   Client& c = h.connect();
-  h.send(c, "PUT /file HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n", "PUT");
+  h.send(c, "PUT /file HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+         "PUT");
   // The body is held back until the 100 arrives.
   REQUIRE(h.run_until([&] { return !c.reader.responses.empty(); }));
   CHECK(c.reader.responses[0].status == 100);
@@ -749,11 +779,14 @@ TEST_CASE("4 MB each way streams through bounded buffers") {
   SECTION("upload (Content-Length) to a slow upstream") {
     h.upstream->limit_read_rate(96 * 1024);  // about 9.6 MB/s: slower than the client
     h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) {
-      c.send(ok(std::to_string(r.body.size()) + ":" + std::to_string(std::hash<std::string>{}(r.body))));
+      c.send(ok(std::to_string(r.body.size()) + ":" +
+                std::to_string(std::hash<std::string>{}(r.body))));
     };
     const std::string body = pattern(kSize, 7);
     Client& c = h.connect();
-    h.send(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(kSize) + "\r\n\r\n" + body,
+    h.send(c,
+           "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(kSize) +
+               "\r\n\r\n" + body,
            "POST");
     REQUIRE(h.wait_responses(c, 1, 20000ms));
     CHECK(c.reader.responses[0].body ==
@@ -800,7 +833,7 @@ TEST_CASE("upstream refusing: 502, or 503 when the health check says it is down"
   socklen_t len = sizeof sin;
   getsockname(s, reinterpret_cast<sockaddr*>(&sin), &len);
   ::close(s);
-  h.cfg.upstream.address = SocketAddress(IpAddress::loopbackV4(), ntohs(sin.sin_port));
+  h.cfg.upstream.address = SocketAddress(IpAddress::loopback_v4(), ntohs(sin.sin_port));
   h.make_pool();
   Client& c = h.connect();
   h.send(c, "GET / HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
@@ -943,24 +976,36 @@ std::string decode_raw(const std::string& text) {
     }
     const char e = expanded[++i];
     switch (e) {
-      case 'r': out += '\r'; break;
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case '0': out += '\0'; break;
-      case '\\': out += '\\'; break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case '0':
+        out += '\0';
+        break;
+      case '\\':
+        out += '\\';
+        break;
       case 'x':
         REQUIRE(i + 2 < expanded.size());
         out += static_cast<char>(std::stoi(expanded.substr(i + 1, 2), nullptr, 16));
         i += 2;
         break;
-      default: FAIL("unknown escape \\" << e);
+      default:
+        FAIL("unknown escape \\" << e);
     }
   }
   return out;
 }
 
 std::vector<SmugglingCase> load_corpus(std::map<std::string, uint64_t>& limits) {
-  std::ifstream in(std::string(EDGEPIN_SOURCE_DIR) + "/tests/unit/common/http1_smuggling_cases.txt");
+  std::ifstream in(std::string(EDGEPIN_SOURCE_DIR) +
+                   "/tests/unit/common/http1_smuggling_cases.txt");
   REQUIRE(in);
   std::vector<SmugglingCase> cases;
   std::string line;
@@ -995,8 +1040,10 @@ TEST_CASE("every smuggling corpus row is answered with its status and never reac
   // The corpus assumes these limits; the others are the parser's defaults,
   // which the node-proxy's defaults match.
   for (const auto& [name, value] : limits) {
-    if (name == "max_body_bytes") h.cfg.limits.max_body_bytes = value;
-    else FAIL("limit the test does not configure: " << name);
+    if (name == "max_body_bytes")
+      h.cfg.limits.max_body_bytes = value;
+    else
+      FAIL("limit the test does not configure: " << name);
   }
   REQUIRE(h.cfg.limits.max_header_bytes == http1::kDefaultMaxHeadBytes);
   REQUIRE(h.cfg.limits.max_headers == http1::kDefaultMaxFields);
@@ -1033,18 +1080,20 @@ TEST_CASE("WebSocket upgrade: 101 relayed, then a byte-exact tunnel") {
   Harness h;
   h.upstream->on_request = [](Upstream::Conn& c, const UpRequest& r) {
     if (field_of(r.fields, "Upgrade") == "websocket") {
-      c.send("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-             "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
+      c.send(
+          "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+          "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n");
       c.echo = true;
     } else {
       c.send(ok("plain"));
     }
   };
   Client& c = h.connect();
-  h.send(c,
-         "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
-         "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-         "GET");
+  h.send(
+      c,
+      "GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n"
+      "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      "GET");
   REQUIRE(h.run_until([&] { return c.reader.upgraded; }));
   CHECK(c.reader.responses.back().status == 101);
   CHECK(c.reader.responses.back().header("Sec-WebSocket-Accept") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -1162,7 +1211,8 @@ class StderrCapture {
   }
   std::vector<std::string> lines() {
     char buf[4096];
-    for (ssize_t n; (n = ::read(pipe_[0], buf, sizeof buf)) > 0;) text_.append(buf, static_cast<size_t>(n));
+    for (ssize_t n; (n = ::read(pipe_[0], buf, sizeof buf)) > 0;)
+      text_.append(buf, static_cast<size_t>(n));
     std::vector<std::string> out;
     std::istringstream in(text_);
     for (std::string l; std::getline(in, l);)
@@ -1193,16 +1243,19 @@ TEST_CASE("access log: one key=value line per request, sanitised and bounded") {
     REQUIRE(lines.size() == 2);
     const std::string& l = lines[0];
     INFO(l);
-    for (const char* part : {" client=192.0.2.10:51000 ", " listener=https ", " tls=TLSv1.3 ", " resumed=0 ",
-                             " sni=app.example ", " method=GET ", " path=/x?q=%22a%22 ", " status=200 ",
-                             " upstream=tomcat ", " reused=0 ", " connect_ms=", " upstream_ms=", " total_ms=",
-                             " end=complete"}) {
+    for (const char* part :
+         {" client=192.0.2.10:51000 ", " listener=https ", " tls=TLSv1.3 ", " resumed=0 ",
+          " sni=app.example ", " method=GET ", " path=/x?q=%22a%22 ", " status=200 ",
+          " upstream=tomcat ", " reused=0 ",
+          " connect_ms=", " upstream_ms=", " total_ms=", " end=complete"}) {
       CHECK(l.find(part) != std::string::npos);
     }
-    CHECK(l.find(" bytes_in=" + std::to_string(std::string("GET /x?q=\"a\" HTTP/1.1\r\nHost: a\r\n\r\n").size()) +
+    CHECK(l.find(" bytes_in=" +
+                 std::to_string(std::string("GET /x?q=\"a\" HTTP/1.1\r\nHost: a\r\n\r\n").size()) +
                  " ") != std::string::npos);
     INFO(lines[1]);
-    CHECK(lines[1].find(" path=" + long_path.substr(0, kLogTargetMax) + "... ") != std::string::npos);
+    CHECK(lines[1].find(" path=" + long_path.substr(0, kLogTargetMax) + "... ") !=
+          std::string::npos);
     CHECK(lines[1].find(" reused=1 ") != std::string::npos);
   }
   SECTION("access_log off: only failures, as warnings") {
@@ -1255,7 +1308,8 @@ TEST_CASE("upstream misbehaving and clients giving up") {
     h.upstream->on_request = [](Upstream::Conn&, const UpRequest&) {};
     Client& c = h.connect();
     const size_t size = 1024 * 1024;  // well past the pre-buffer
-    h.send(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n", "POST");
+    h.send(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: " + std::to_string(size) + "\r\n\r\n",
+           "POST");
     h.send(c, std::string(256 * 1024, 'x'));
     REQUIRE(h.wait_responses(c, 1));
     CHECK(c.reader.responses[0].status == 413);
@@ -1266,7 +1320,10 @@ TEST_CASE("upstream misbehaving and clients giving up") {
   SECTION("client gone mid-body: the upstream connection is dropped") {
     h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) { c.send(ok("never")); };
     Client& c = h.connect();
-    h.send(c, "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 500000\r\n\r\n" + std::string(200000, 'y'), "POST");
+    h.send(
+        c,
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 500000\r\n\r\n" + std::string(200000, 'y'),
+        "POST");
     REQUIRE(h.run_until([&] { return h.upstream->bytes_received > 0; }));
     ::close(c.fd);
     c.fd = -1;
@@ -1301,7 +1358,8 @@ struct AffinityHarness {
     state->up.store(true);
     config::UpstreamConfig uc;
     uc.address = cluster.nodes[1].endpoint(config::NodePort::Peer);
-    peer_pool = std::make_unique<UpstreamPool>(h.base.get(), uc, h.counters.peer_connects, h.counters.peer_reuses);
+    peer_pool = std::make_unique<UpstreamPool>(h.base.get(), uc, h.counters.peer_connects,
+                                               h.counters.peer_reuses);
     h.ctx.cluster = &cluster;
     h.ctx.self = &cluster.nodes[0];
     h.ctx.cookie_codec = codec.get();
@@ -1309,7 +1367,8 @@ struct AffinityHarness {
     auto answer = [](const char* who) {
       return [who](Upstream::Conn& c, const UpRequest& r) {
         // Starts a session when the request has none, as Tomcat does.
-        const bool has_session = field_of(r.fields, "Cookie").find("JSESSIONID=") != std::string::npos;
+        const bool has_session =
+            field_of(r.fields, "Cookie").find("JSESSIONID=") != std::string::npos;
         c.send(ok(std::string(who) + " " + r.target + " n=" + std::to_string(r.body.size()),
                   has_session ? "" : "Set-Cookie: JSESSIONID=abc; Path=/\r\n"));
       };
@@ -1322,8 +1381,12 @@ struct AffinityHarness {
     h.ctx.peers.clear();
   }
 
-  std::string cookie_of(uint16_t tag) const { return codec->encode(tag, static_cast<uint32_t>(std::time(nullptr))); }
-  uint64_t outcome(affinity::Outcome o) const { return h.counters.affinity[static_cast<size_t>(o)].get(); }
+  std::string cookie_of(uint16_t tag) const {
+    return codec->encode(tag, static_cast<uint32_t>(std::time(nullptr)));
+  }
+  uint64_t outcome(affinity::Outcome o) const {
+    return h.counters.affinity[static_cast<size_t>(o)].get();
+  }
 
   Harness h;
   Upstream peer;
@@ -1350,17 +1413,22 @@ TEST_CASE("affinity: a new session gets our cookie; our own cookie gets none") {
   CHECK(ours.find("; Secure") != std::string::npos);  // secure auto, client on TLS
   CHECK(ours.find("; HttpOnly") != std::string::npos);
   const std::string value = ours.substr(13, ours.find(';') - 13);
-  const auto decoded = a.codec->decode(value, static_cast<uint32_t>(std::time(nullptr)), std::nullopt);
+  const auto decoded =
+      a.codec->decode(value, static_cast<uint32_t>(std::time(nullptr)), std::nullopt);
   REQUIRE(decoded);
   CHECK(decoded->tag == 1);
 
   // The same client, with its cookies, starts no new session.
-  a.h.send(c, "GET /next HTTP/1.1\r\nHost: app.example\r\nCookie: JSESSIONID=abc; EDGEPIN_NODE=" + value + "\r\n\r\n",
+  a.h.send(c,
+           "GET /next HTTP/1.1\r\nHost: app.example\r\nCookie: JSESSIONID=abc; EDGEPIN_NODE=" +
+               value + "\r\n\r\n",
            "GET");
   REQUIRE(a.h.wait_responses(c, 2));
   CHECK_FALSE(c.reader.responses.back().has("Set-Cookie"));
   // A new session with our valid cookie: Tomcat's cookie only.
-  a.h.send(c, "GET /relogin HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + value + "\r\n\r\n", "GET");
+  a.h.send(
+      c, "GET /relogin HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + value + "\r\n\r\n",
+      "GET");
   REQUIRE(a.h.wait_responses(c, 3));
   CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 1);
   CHECK(a.outcome(affinity::Outcome::NoCookie) == 1);
@@ -1368,12 +1436,16 @@ TEST_CASE("affinity: a new session gets our cookie; our own cookie gets none") {
   CHECK(a.h.counters.affinity_cookies_issued.get() == 1);
 }
 
-TEST_CASE("affinity: another node's cookie is relayed to its pool with the client's facts and the marker") {
+TEST_CASE(
+    "affinity: another node's cookie is relayed to its pool with the client's facts and the "
+    "marker") {
   AffinityHarness a;
   Client& c = a.h.connect();
   const std::string cookie = a.cookie_of(2);
-  a.h.send(c, "POST /cart HTTP/1.1\r\nHost: app.example\r\nX-Edgepin-Relayed: node9\r\nCookie: EDGEPIN_NODE=" +
-                  cookie + "\r\nContent-Length: 5\r\n\r\nhello",
+  a.h.send(c,
+           "POST /cart HTTP/1.1\r\nHost: app.example\r\nX-Edgepin-Relayed: node9\r\nCookie: "
+           "EDGEPIN_NODE=" +
+               cookie + "\r\nContent-Length: 5\r\n\r\nhello",
            "POST");
   REQUIRE(a.h.wait_responses(c, 1));
   const Response& r = c.reader.responses.back();
@@ -1397,14 +1469,18 @@ TEST_CASE("affinity: another node's cookie is relayed to its pool with the clien
   // Peer down (health checker): served locally, and the new session moves
   // the cookie here.
   a.state->up.store(false);
-  a.h.send(c, "GET /down HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + cookie + "\r\n\r\n", "GET");
+  a.h.send(c,
+           "GET /down HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + cookie + "\r\n\r\n",
+           "GET");
   REQUIRE(a.h.wait_responses(c, 2));
   CHECK(c.reader.responses.back().body == "local /down n=0");
   CHECK(count_of(c.reader.responses.back().fields, "Set-Cookie") == 2);
   CHECK(a.outcome(affinity::Outcome::OwnerDown) == 1);
 }
 
-TEST_CASE("affinity: a request from the peer listener is served locally with the relaying node's client") {
+TEST_CASE(
+    "affinity: a request from the peer listener is served locally with the relaying node's "
+    "client") {
   AffinityHarness a;
   ClientInfo link;
   link.listener = "peer";
@@ -1415,10 +1491,12 @@ TEST_CASE("affinity: a request from the peer listener is served locally with the
   link.peer_node = "node2";
   Client& c = a.h.connect(link);
   // Owned by node2 (up): still never relayed again.
-  a.h.send(c, "GET /hop HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
-                  "\r\nX-Forwarded-For: 198.51.100.8\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 80\r\n"
-                  "X-Edgepin-Relayed: node2\r\n\r\n",
-           "GET");
+  a.h.send(
+      c,
+      "GET /hop HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+          "\r\nX-Forwarded-For: 198.51.100.8\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: 80\r\n"
+          "X-Edgepin-Relayed: node2\r\n\r\n",
+      "GET");
   REQUIRE(a.h.wait_responses(c, 1));
   CHECK(c.reader.responses.back().body == "local /hop n=0");
   // No affinity cookie on a relayed request's response.
@@ -1445,11 +1523,13 @@ TEST_CASE("affinity: a relay whose peer refuses the connection is served locally
   a.peer_pool.reset();
   config::UpstreamConfig uc;
   uc.address = SocketAddress(*IpAddress::parse("127.0.0.1"), 1);
-  a.peer_pool = std::make_unique<UpstreamPool>(a.h.base.get(), uc, a.h.counters.peer_connects, a.h.counters.peer_reuses);
+  a.peer_pool = std::make_unique<UpstreamPool>(a.h.base.get(), uc, a.h.counters.peer_connects,
+                                               a.h.counters.peer_reuses);
   a.h.ctx.peers[0].pool = a.peer_pool.get();
   Client& c = a.h.connect();
-  a.h.send(c, "PUT /x HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
-                  "\r\nContent-Length: 3\r\n\r\nabc",
+  a.h.send(c,
+           "PUT /x HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+               "\r\nContent-Length: 3\r\n\r\nabc",
            "PUT");
   REQUIRE(a.h.wait_responses(c, 1));
   CHECK(c.reader.responses.back().status == 200);

@@ -1,6 +1,6 @@
 // The health answer and the stats page: per-worker counters summed, the
 // JSON keys tools read, and HTML that escapes what it prints.
-#include "node-proxy/stats.h"
+#include "stats.h"
 
 #include <nlohmann/json.hpp>
 

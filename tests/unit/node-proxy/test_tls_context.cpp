@@ -4,7 +4,7 @@
 // floor, renegotiation, and node-tagged resumption (session IDs and
 // tickets decode to the node's tag and resume, also on a context the SNI
 // switched to, and after a ticket key rotation).
-#include "node-proxy/tls_context.h"
+#include "tls_context.h"
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "common/node_tag.h"
-#include "common/session_tagging.h"
+#include "node_tag.h"
+#include "session_tagging.h"
 #include "tests/helpers/temp_dir.h"
 #include "tests/helpers/test_pki.h"
 
@@ -45,7 +45,8 @@ struct Pki {
     test::TestPki pki(dir.path());
     auto issue = [&](const std::string& name, const std::string& cn, std::vector<std::string> dns,
                      test::KeyType type) {
-      files.push_back(pki.issue(name, {.common_name = cn, .dns_names = std::move(dns), .key_type = type}));
+      files.push_back(
+          pki.issue(name, {.common_name = cn, .dns_names = std::move(dns), .key_type = type}));
     };
     issue("default-ecdsa", "default.test", {"default.test"}, test::KeyType::EcdsaP256);
     issue("site-ecdsa", "site.test", {"site.test", "www.site.test"}, test::KeyType::EcdsaP256);
@@ -295,44 +296,52 @@ TEST_CASE("RSA and ECDSA certificates for one name are served side by side", "[t
     CHECK(c->peer_key_type() == EVP_PKEY_EC);
   }
   SECTION("TLS 1.3, ECDSA-only signature algorithms: ECDSA") {
-    auto c = connect(*tls, {.min_version = TLS1_3_VERSION, .sni = "site.test", .sigalgs = "ECDSA+SHA256"});
+    auto c = connect(
+        *tls, {.min_version = TLS1_3_VERSION, .sni = "site.test", .sigalgs = "ECDSA+SHA256"});
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_EC);
   }
   SECTION("TLS 1.3, RSA-only signature algorithms: RSA") {
-    auto c = connect(*tls, {.min_version = TLS1_3_VERSION, .sni = "site.test", .sigalgs = "rsa_pss_rsae_sha256"});
+    auto c = connect(
+        *tls,
+        {.min_version = TLS1_3_VERSION, .sni = "site.test", .sigalgs = "rsa_pss_rsae_sha256"});
     INFO(c->client_error << " / " << c->server_error);
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_RSA);
     CHECK(c->peer_cn() == "site.test");
   }
   SECTION("TLS 1.2, only ECDHE-RSA suites: RSA") {
-    auto c = connect(*tls, {.max_version = TLS1_2_VERSION, .sni = "site.test",
+    auto c = connect(*tls, {.max_version = TLS1_2_VERSION,
+                            .sni = "site.test",
                             .ciphers = "ECDHE-RSA-AES128-GCM-SHA256"});
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_RSA);
   }
   SECTION("TLS 1.2, only ECDHE-ECDSA suites: ECDSA") {
-    auto c = connect(*tls, {.max_version = TLS1_2_VERSION, .sni = "site.test",
+    auto c = connect(*tls, {.max_version = TLS1_2_VERSION,
+                            .sni = "site.test",
                             .ciphers = "ECDHE-ECDSA-AES256-GCM-SHA384"});
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_EC);
   }
   SECTION("no SNI, RSA only: the default's RSA alternative") {
-    auto c = connect(*tls, {.max_version = TLS1_2_VERSION, .ciphers = "ECDHE-RSA-AES128-GCM-SHA256"});
+    auto c =
+        connect(*tls, {.max_version = TLS1_2_VERSION, .ciphers = "ECDHE-RSA-AES128-GCM-SHA256"});
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_RSA);
     CHECK(c->peer_cn() == "default.test");
   }
   SECTION("a wildcard match the client cannot verify falls back to the default") {
-    auto c = connect(*tls, {.min_version = TLS1_3_VERSION, .sni = "a.wild.test", .sigalgs = "ECDSA+SHA256"});
+    auto c = connect(
+        *tls, {.min_version = TLS1_3_VERSION, .sni = "a.wild.test", .sigalgs = "ECDSA+SHA256"});
     REQUIRE(c->ok);
     CHECK(c->peer_key_type() == EVP_PKEY_EC);
     CHECK(c->peer_cn() == "default.test");
   }
 }
 
-TEST_CASE("ALPN selects http/1.1 and refuses clients that speak only other protocols", "[tls_context]") {
+TEST_CASE("ALPN selects http/1.1 and refuses clients that speak only other protocols",
+          "[tls_context]") {
   auto tls = make_context();
   auto both = connect(*tls, {.alpn = {"h2", "http/1.1"}});
   REQUIRE(both->ok);
@@ -358,7 +367,8 @@ TEST_CASE("TLS 1.1 and 1.0 clients are refused", "[tls_context]") {
   }
   // The same legacy client with TLS 1.2 allowed is served: the refusal is
   // the version, not the client's settings.
-  auto ok = connect(*tls, {.min_version = TLS1_VERSION, .max_version = TLS1_2_VERSION, .legacy = true});
+  auto ok =
+      connect(*tls, {.min_version = TLS1_VERSION, .max_version = TLS1_2_VERSION, .legacy = true});
   CHECK(ok->ok);
 }
 
@@ -412,12 +422,13 @@ TEST_CASE("TLS 1.2 session IDs carry the node tag and resume", "[tls_context][re
     SslSessionPtr session = first->close();
     REQUIRE(session);
     CHECK(ticket_of(session.get()).empty());
-    const auto decoded = nodetag::decodeSessionId(session_id_of(session.get()));
+    const auto decoded = nodetag::decode_session_id(session_id_of(session.get()));
     REQUIRE(decoded);
     CHECK(decoded->tag == kTag);
 
-    auto second = connect(*tls, {.max_version = TLS1_2_VERSION, .sni = sni, .tickets = false,
-                                 .resume = session.get()});
+    auto second = connect(
+        *tls,
+        {.max_version = TLS1_2_VERSION, .sni = sni, .tickets = false, .resume = session.get()});
     REQUIRE(second->ok);
     CHECK(second->reused());
   }
@@ -435,13 +446,14 @@ TEST_CASE("TLS 1.2 and 1.3 tickets carry the node tag and resume", "[tls_context
       REQUIRE(session);
       const auto ticket = ticket_of(session.get());
       REQUIRE(ticket.size() > nodetag::kKeyNameSize);
-      const auto decoded = nodetag::decodeTicket(ticket);
+      const auto decoded = nodetag::decode_ticket(ticket);
       REQUIRE(decoded);
       CHECK(decoded->tag == kTag);
       CHECK(decoded->epoch == tls->ticket_keys()->current_epoch());
 
-      auto second = connect(*tls, {.min_version = version, .max_version = version, .sni = sni,
-                                   .resume = session.get()});
+      auto second = connect(
+          *tls,
+          {.min_version = version, .max_version = version, .sni = sni, .resume = session.get()});
       REQUIRE(second->ok);
       CHECK(second->reused());
     }
@@ -451,20 +463,21 @@ TEST_CASE("TLS 1.2 and 1.3 tickets carry the node tag and resume", "[tls_context
 
 TEST_CASE("tickets sealed before a key rotation still resume", "[tls_context][resumption]") {
   const auto t0 = tagging::Clock::now();
-  auto ring = tagging::TicketKeyRing::create(kTag, {.rotate_interval = std::chrono::seconds(60),
-                                                    .grace_period = std::chrono::seconds(600)},
-                                             t0);
+  auto ring = tagging::TicketKeyRing::create(
+      kTag,
+      {.rotate_interval = std::chrono::seconds(60), .grace_period = std::chrono::seconds(600)}, t0);
   REQUIRE(ring);
   auto tls = make_context(tls_config(), ring);
   auto first = connect(*tls, {.min_version = TLS1_3_VERSION});
   REQUIRE(first->ok);
   first->exchange();
   SslSessionPtr session = first->close();
-  const auto before = nodetag::decodeTicket(ticket_of(session.get()));
+  const auto before = nodetag::decode_ticket(ticket_of(session.get()));
   REQUIRE(before);
 
   CHECK(tls->maybe_rotate_tickets(t0 + std::chrono::seconds(30)) == tagging::RotateOutcome::NotDue);
-  REQUIRE(tls->maybe_rotate_tickets(t0 + std::chrono::seconds(60)) == tagging::RotateOutcome::Rotated);
+  REQUIRE(tls->maybe_rotate_tickets(t0 + std::chrono::seconds(60)) ==
+          tagging::RotateOutcome::Rotated);
   CHECK(ring->current_epoch() == before->epoch + 1);
 
   auto second = connect(*tls, {.min_version = TLS1_3_VERSION, .resume = session.get()});
@@ -474,7 +487,7 @@ TEST_CASE("tickets sealed before a key rotation still resume", "[tls_context][re
   CHECK(ring->counters().tickets_renewed.load() == 1);
   // The renewed ticket is sealed with the new key.
   SslSessionPtr renewed = second->close();
-  const auto after = nodetag::decodeTicket(ticket_of(renewed.get()));
+  const auto after = nodetag::decode_ticket(ticket_of(renewed.get()));
   REQUIRE(after);
   CHECK(after->epoch == before->epoch + 1);
 }
@@ -490,7 +503,8 @@ TEST_CASE("without tickets and session cache nothing resumes", "[tls_context][re
     REQUIRE(first->ok);
     first->exchange();
     SslSessionPtr session = first->close();
-    auto second = connect(*tls, {.min_version = version, .max_version = version, .resume = session.get()});
+    auto second =
+        connect(*tls, {.min_version = version, .max_version = version, .resume = session.get()});
     REQUIRE(second->ok);
     CHECK_FALSE(second->reused());
   }
