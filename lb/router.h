@@ -1,5 +1,6 @@
 #pragma once
-// Picks the server for a new client connection, in this order (DESIGN.md):
+// Picks the server for a new client connection, in this order
+// (docs/stickiness.md, "The lb's routing order"):
 //   1. a node tag in the resumption data of the ClientHello (TLS 1.3 PSK
 //      identity, TLS 1.2 SessionTicket, TLS 1.2 session ID: a ticket wins
 //      over the session ID, which a ticket-resuming client makes up);

@@ -4,10 +4,10 @@
 // plain-text table of the admin socket's `show stat`).
 //
 // collect_stats() reads the shared state from any thread: per-worker
-// counters (summed here, as DESIGN.md says), server atomics and the stick
-// table's own locked statistics. Each number is read once; numbers that
-// change meanwhile may disagree by the few connections in flight, as in
-// HAProxy's stats.
+// counters (summed here), server atomics and the stick table's own locked
+// statistics (docs/architecture.md, "Ownership and shared state"). Each
+// number is read once; numbers that change meanwhile may disagree by the
+// few connections in flight, as in HAProxy's stats.
 #include <sys/types.h>
 
 #include <array>

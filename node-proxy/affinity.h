@@ -1,7 +1,8 @@
 #pragma once
 // L7 affinity: which node owns a request's application session, and the
-// cookie that records it (DESIGN.md, mechanism 3). Pure functions over
-// parsed headers: no sockets, no clocks (callers pass `now`).
+// cookie that records it (docs/stickiness.md, "L7 affinity in the
+// node-proxy"). Pure functions over parsed headers: no sockets, no clocks
+// (callers pass `now`).
 //
 // cookie mode: the owner is written in an affinity cookie when the local
 //   Tomcat starts a session. Its value is

@@ -1,7 +1,7 @@
 #pragma once
-// The TLS of the peer link (DESIGN.md, mechanism 3): mutual authentication
-// between the node-proxies of one cluster, built once at start and shared
-// read-only by every worker thread.
+// The TLS of the peer link (docs/stickiness.md, "The peer link"): mutual
+// authentication between the node-proxies of one cluster, built once at
+// start and shared read-only by every worker thread.
 //
 // Both ends present the node's peer certificate (node-proxy.json
 // peer.cert_file/key_file) and verify the other end against the cluster CA

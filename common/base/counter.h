@@ -2,7 +2,8 @@
 // A statistics counter written by one thread and read by any: the owner
 // increments with a plain load+store (no locked instruction on the hot
 // path), readers see a value that is at most a few increments old. Per-thread
-// counters are summed on read (DESIGN.md, runtime model).
+// counters are summed on read (docs/architecture.md, "Ownership and shared
+// state").
 #include <atomic>
 #include <cstdint>
 

@@ -5,7 +5,8 @@
 // load them, so that `--check` catches what start-up would trip over.
 //
 // Only the node-proxy loader calls the key and certificate checks: the lb
-// never opens a key or a certificate (DESIGN.md: the balancer holds none).
+// never opens a key or a certificate (the balancer holds none:
+// docs/configuration.md, "Who reads what").
 #include <cstdint>
 #include <filesystem>
 #include <optional>

@@ -1,8 +1,9 @@
 #pragma once
-// Node-tagged TLS resumption on the server side (DESIGN.md, "Node-tagged
-// resumption"): the node's ticket keys, and the OpenSSL callbacks that put
-// the node tag into every session ID and every ticket the node issues.
-// Shared by edgepin-node-proxy and the integration tests' backend.
+// Node-tagged TLS resumption on the server side: the node's ticket keys,
+// and the OpenSSL callbacks that put the node tag into every session ID and
+// every ticket the node issues (docs/stickiness.md, "The node's side:
+// session IDs and ticket keys"). Shared by edgepin-node-proxy and the
+// integration tests' backend.
 //
 // OpenSSL 3.0 facts this relies on (checked by tests/unit/common/
 // test_session_tagging.cpp):

@@ -9,7 +9,7 @@ EDGEPIN_NODE_PROXY to the built binaries.
         stack.restart_lb()                                        # same ports, empty state
         second = stack.start_second_lb()                          # other ports, same nodes
         stack.stop_tomcat("node2"); stack.start_tomcat("node2")
-    with HaproxyRecipe(tmp, tomcats, stack.conf) as recipe:      # DESIGN.md's recipe
+    with HaproxyRecipe(tmp, tomcats, stack.conf) as recipe:      # the classic recipe
         ...
 
 The layout, one "host" per node on its own loopback address:
@@ -25,8 +25,8 @@ port replaced by a free one, one worker thread per process, fast health
 checks (so a stopped Tomcat is noticed within about a second), and the PKI
 of deploy/make-pki.sh.
 
-HaproxyRecipe is the comparison of DESIGN.md ("Why stickiness must be
-designed"): a TCP-mode haproxy sticking on the TLS 1.2 session ID
+HaproxyRecipe is the comparison of docs/stickiness.md ("Why the HAProxy
+recipe is not enough"): a TCP-mode haproxy sticking on the TLS 1.2 session ID
 (`stick on payload_lv(43,1)` / `stick store-response`) in front of one
 haproxy TLS terminator per node, on the same Tomcats.
 
@@ -406,7 +406,7 @@ def _haproxy_globals():
 
 
 class HaproxyRecipe(_TwoTierStack):
-    """DESIGN.md's "classic recipe" on the same Tomcats: per node, a haproxy
+    """The classic recipe (docs/stickiness.md) on the same Tomcats: per node, a haproxy
     terminating TLS (mode http, session cache and tickets at haproxy's
     defaults, X-Forwarded-For/-Proto/-Port to the node's Tomcat), and in
     front a TCP-mode haproxy that sticks on the TLS 1.2 session ID and has

@@ -13,7 +13,8 @@ another node in a new session (counter from 1), with no 5xx but the 502/503
 the node-proxy documents until the health checks notice (at most
 DETECTION_WINDOW_S), and the affinity cookie names the new node.
 
-The same client kinds run through DESIGN.md's HAProxy recipe (a TCP-mode
+The same client kinds run through the classic HAProxy recipe
+(docs/stickiness.md, "Why the HAProxy recipe is not enough"; a TCP-mode
 haproxy sticking on the TLS 1.2 session ID in front of one haproxy TLS
 terminator per node) on the same Tomcats. That side is a comparison, not
 asserted: the table of both (printed, and written to stickiness-table.md
@@ -323,7 +324,7 @@ class Kind:
         self.resumes = resumes
         # direct: the client resumes TLS, so the lb must route every request
         # straight to the node that issued its session, by the node tag, with
-        # no help from the peer link (DESIGN.md mechanism 1).
+        # no help from the peer link (docs/stickiness.md, "The node tag").
         self.direct = resumes if direct is None else direct
 
 
