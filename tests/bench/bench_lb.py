@@ -504,6 +504,7 @@ def main(argv):
     build = os.path.abspath(args.build_dir)
     lb_bin = b.find_binary("EDGEPIN_LB", build, "lb/edgepin-lb")
     b.find_binary("EDGEPIN_TEST_BACKEND", build, "tests/edgepin-test-backend")
+    b.find_binary("EDGEPIN_TEST_PKI", build, "tests/edgepin-test-pki")
     client_bin = b.find_binary("EDGEPIN_BENCH_CLIENT", build, "tests/edgepin-bench-client")
     server_bin = b.find_binary("EDGEPIN_BENCH_SERVER", build, "tests/edgepin-bench-server")
     if not os.access(args.haproxy, os.X_OK):

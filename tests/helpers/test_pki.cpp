@@ -64,11 +64,12 @@ void add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
 
 // An unsigned certificate for `key` named by `issuer` (nullptr: by itself,
 // for a self-signed CA); extensions and the signature are added after.
-X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, long serial, int days, X509* issuer) {
+X509Ptr make_cert(EVP_PKEY* key, const std::string& cn, uint64_t serial, int days, X509* issuer) {
   X509Ptr cert(X509_new());
   if (!cert) throw_openssl("X509_new");
   X509_set_version(cert.get(), X509_VERSION_3);
-  ASN1_INTEGER_set(X509_get_serialNumber(cert.get()), serial);
+  if (ASN1_INTEGER_set_uint64(X509_get_serialNumber(cert.get()), serial) != 1)
+    throw_openssl("serial");
   // Back-dated an hour so a peer's small clock skew does not matter.
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 86400L * days);
@@ -114,10 +115,33 @@ TestPki::TestPki(std::filesystem::path dir, KeyType ca_key_type, std::string ca_
   write_private_key(ca_key_path_, ca_key_.get());
 }
 
+TestPki TestPki::open(std::filesystem::path dir, const std::filesystem::path& ca_cert,
+                      const std::filesystem::path& ca_key) {
+  TestPki pki;
+  pki.dir_ = std::move(dir);
+  pki.ca_cert_path_ = ca_cert;
+  pki.ca_key_path_ = ca_key;
+  {
+    FilePtr f(std::fopen(ca_cert.c_str(), "r"));
+    if (!f) throw std::runtime_error("cannot read " + ca_cert.string());
+    pki.ca_cert_.reset(PEM_read_X509(f.get(), nullptr, nullptr, nullptr));
+    if (!pki.ca_cert_) throw_openssl("PEM_read_X509 " + ca_cert.string());
+  }
+  {
+    FilePtr f(std::fopen(ca_key.c_str(), "r"));
+    if (!f) throw std::runtime_error("cannot read " + ca_key.string());
+    pki.ca_key_.reset(PEM_read_PrivateKey(f.get(), nullptr, nullptr, nullptr));
+    if (!pki.ca_key_) throw_openssl("PEM_read_PrivateKey " + ca_key.string());
+  }
+  if (X509_check_private_key(pki.ca_cert_.get(), pki.ca_key_.get()) != 1)
+    throw_openssl(ca_key.string() + " is not the key of " + ca_cert.string());
+  return pki;
+}
+
 PemFiles TestPki::issue(const std::string& name, const CertSpec& spec) {
   EvpPkeyPtr key = generate_key(spec.key_type);
-  X509Ptr cert =
-      make_cert(key.get(), spec.common_name, next_serial_++, spec.valid_days, ca_cert_.get());
+  X509Ptr cert = make_cert(key.get(), spec.common_name, spec.serial ? *spec.serial : next_serial_++,
+                           spec.valid_days, ca_cert_.get());
   add_ext(cert.get(), ca_cert_.get(), NID_basic_constraints, "critical,CA:FALSE");
   // RSA key exchange (TLS 1.2 RSA suites) needs keyEncipherment; ECDSA only signs.
   add_ext(cert.get(), ca_cert_.get(), NID_key_usage,

@@ -12,7 +12,9 @@
 //   spec.ip_addresses = {"127.0.0.1"};
 //   PemFiles web = pki.issue("web", spec);  // web.cert, web.key, web.chain
 //   // pki.ca_cert() is the CA to trust.
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,7 @@ struct CertSpec {
   bool client_auth = false;                            // extendedKeyUsage clientAuth
   KeyType key_type = KeyType::EcdsaP256;
   int valid_days = 30;
+  std::optional<uint64_t> serial;  // default: the CA's next serial (2, 3, ...)
 };
 
 struct PemFiles {
@@ -45,6 +48,12 @@ class TestPki {
   explicit TestPki(std::filesystem::path dir, KeyType ca_key_type = KeyType::EcdsaP256,
                    std::string ca_name = "Edgepin Test CA");
 
+  // An existing CA (for example the cluster CA deploy/make-pki.sh made),
+  // issuing into `dir`. Throws std::runtime_error if either file cannot be
+  // read or the key does not match the certificate.
+  static TestPki open(std::filesystem::path dir, const std::filesystem::path& ca_cert,
+                      const std::filesystem::path& ca_key);
+
   // Issues a leaf signed by the CA and writes "<dir>/<name>.pem",
   // "<name>.key" and "<name>-chain.pem". Throws std::runtime_error on error.
   PemFiles issue(const std::string& name, const CertSpec& spec);
@@ -59,7 +68,9 @@ class TestPki {
   std::filesystem::path ca_key_path_;
   X509Ptr ca_cert_;
   EvpPkeyPtr ca_key_;
-  long next_serial_ = 2;
+  TestPki() = default;
+
+  uint64_t next_serial_ = 2;
 };
 
 // Generates a private key of that type. Throws std::runtime_error.

@@ -2,7 +2,7 @@
 
 Run the tests with /usr/bin/python3; ctest sets the paths of the built
 binaries in the environment:
-    EDGEPIN_LB, EDGEPIN_NODE_PROXY, EDGEPIN_TEST_BACKEND
+    EDGEPIN_LB, EDGEPIN_NODE_PROXY, EDGEPIN_TEST_BACKEND, EDGEPIN_TEST_PKI
 
 What is here:
 - processes: Proc (a child with stdout/stderr in files, stopped by PID with
@@ -10,10 +10,11 @@ What is here:
   each test a temporary directory and stops every process it started, even
   when the test fails);
 - ports: free_port(), wait_for_port();
-- PKI: make_pki() with the openssl command line tool;
+- PKI: make_pki(), issue_cert() with edgepin-test-pki (the unit tests' TestPki);
 - configs: read_json(), write_json(), place_node(), ConfTemplate (the repository's conf/
   with its PKI by deploy/make-pki.sh, made once per module, copied per test);
-- small upstreams: ECHO_UPSTREAM, start_echo_upstream() (HTTP/1.1 echo);
+- the HTTP test backend (tests/helpers/http_backend.py): start_http_backend(),
+  start_echo_upstream();
 - the admin socket: AdminClient, admin_command(), admin_accepts(),
   info_fields();
 - the test backend: start_backend(), tls_who(), tcp_who();
@@ -40,6 +41,7 @@ import socket
 import ssl
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -274,66 +276,67 @@ Pki = collections.namedtuple("Pki", "dir ca_cert ca_key nodes")
 NodeCert = collections.namedtuple("NodeCert", "name cert key chain")
 
 
-def _openssl(args, cwd):
-    result = subprocess.run(["openssl"] + args, cwd=cwd, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+def _test_pki(args):
+    """Runs edgepin-test-pki (EDGEPIN_TEST_PKI: tests/helpers/test_pki.h on
+    the command line, the one test PKI generator). Raises RuntimeError with
+    its message on failure."""
+    result = subprocess.run([binary("EDGEPIN_TEST_PKI")] + [str(a) for a in args],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=60)
     if result.returncode != 0:
-        raise RuntimeError("openssl %s failed (%d): %s" % (" ".join(args), result.returncode,
-                                                          result.stderr.decode("utf-8", "replace")))
+        raise RuntimeError("edgepin-test-pki %s failed (%d): %s" % (
+            " ".join(str(a) for a in args), result.returncode,
+            result.stderr.decode("utf-8", "replace")))
 
 
-def _new_key_args(key_type):
-    if key_type == "ec":
-        return ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
-    if key_type == "rsa":
-        return ["-newkey", "rsa:2048"]
-    raise ValueError("key_type must be 'ec' or 'rsa'")
+def _check_key_type(key_type):
+    if key_type not in ("ec", "rsa"):
+        raise ValueError("key_type must be 'ec' or 'rsa'")
+
+
+def issue_cert(directory, name, ca_cert, ca_key, cn=None, dns_names=(), ip_addresses=(),
+               client_auth=False, server_auth=True, serial=None, days=30, key_type="ec"):
+    """Issues one leaf signed by an existing CA (ca_cert, ca_key: PEM files,
+    for example the cluster CA deploy/make-pki.sh made): CN=cn (default
+    name), subjectAltName from dns_names and ip_addresses, extendedKeyUsage
+    serverAuth and/or clientAuth. Writes NAME.pem, NAME.key (0600) and
+    NAME-chain.pem into `directory`. `serial`: an int or a "0x..." string.
+    Returns a NodeCert. Raises RuntimeError on failure."""
+    _check_key_type(key_type)
+    args = ["issue", directory, name, "--ca-cert", ca_cert, "--ca-key", ca_key,
+            "--cn", cn or name, "--key-type", key_type, "--days", days]
+    args += [a for d in dns_names for a in ("--dns", d)]
+    args += [a for ip in ip_addresses for a in ("--ip", ip)]
+    if client_auth:
+        args.append("--client-auth")
+    if not server_auth:
+        args.append("--no-server-auth")
+    if serial is not None:
+        args += ["--serial", serial]
+    _test_pki(args)
+    return NodeCert(name, os.path.join(directory, name + ".pem"),
+                    os.path.join(directory, name + ".key"),
+                    os.path.join(directory, name + "-chain.pem"))
 
 
 def make_pki(directory, names=("node1", "node2", "node3"), dns_names=("localhost",),
              ip_addresses=("127.0.0.1",), key_type="ec", days=30):
-    """Makes a CA and, for each name, a certificate signed by it, with the
-    `openssl` command line tool. Each certificate has CN=name and
-    subjectAltName DNS:name, the dns_names and the ip_addresses, and both
-    serverAuth and clientAuth usages (so it also serves a peer link).
-    Writes ca.pem, ca.key, NAME.pem, NAME.key (mode 0600) and NAME-chain.pem
-    (leaf then CA) into `directory`. Returns a Pki. Raises RuntimeError if
-    openssl fails."""
-    os.makedirs(directory, exist_ok=True)
+    """Makes a CA and, for each name, a certificate signed by it, with
+    edgepin-test-pki. Each certificate has CN=name and subjectAltName
+    DNS:name, the dns_names and the ip_addresses, and both serverAuth and
+    clientAuth usages (so it also serves a peer link). Writes ca.pem, ca.key,
+    NAME.pem, NAME.key (mode 0600) and NAME-chain.pem (leaf then CA) into
+    `directory`. Returns a Pki. Raises RuntimeError on failure."""
+    _check_key_type(key_type)
+    _test_pki(["new-ca", directory, "--key-type", key_type])
     ca_cert = os.path.join(directory, "ca.pem")
     ca_key = os.path.join(directory, "ca.key")
-    _openssl(["req", "-x509", "-nodes"] + _new_key_args(key_type) +
-             ["-keyout", ca_key, "-out", ca_cert, "-days", str(days),
-              "-subj", "/CN=Edgepin Test CA",
-              "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"], directory)
-    os.chmod(ca_key, 0o600)
     nodes = {}
     for serial, name in enumerate(names, start=2):
-        key = os.path.join(directory, name + ".key")
-        csr = os.path.join(directory, name + ".csr")
-        cert = os.path.join(directory, name + ".pem")
-        chain = os.path.join(directory, name + "-chain.pem")
-        ext = os.path.join(directory, name + ".ext")
-        san = ["DNS:" + name] + ["DNS:" + d for d in dns_names if d != name] + \
-              ["IP:" + ip for ip in ip_addresses]
-        with open(ext, "w") as f:
-            f.write("basicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth,clientAuth\n"
-                    "subjectAltName=%s\n" % ",".join(san))
-        _openssl(["req", "-new", "-nodes"] + _new_key_args(key_type) +
-                 ["-keyout", key, "-out", csr, "-subj", "/CN=" + name], directory)
-        os.chmod(key, 0o600)
-        _openssl(["x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
-                  "-set_serial", str(serial), "-days", str(days), "-sha256",
-                  "-extfile", ext, "-out", cert], directory)
-        with open(chain, "w") as out, open(cert) as leaf, open(ca_cert) as ca:
-            out.write(leaf.read())
-            out.write(ca.read())
-        os.unlink(csr)
-        os.unlink(ext)
-        nodes[name] = NodeCert(name, cert, key, chain)
+        nodes[name] = issue_cert(directory, name, ca_cert, ca_key,
+                                 dns_names=[name] + [d for d in dns_names if d != name],
+                                 ip_addresses=ip_addresses, client_auth=True, serial=serial,
+                                 days=days, key_type=key_type)
     return Pki(directory, ca_cert, ca_key, nodes)
 
 
@@ -418,46 +421,35 @@ class ConfTemplate:
 
 # ---------------------------------------------------------------- upstreams
 
-# A minimal HTTP/1.1 upstream with keep-alive, for a node-proxy to forward
-# to: argv is HOST PORT FORMAT. It answers every GET with the request it
-# received: FORMAT "text" as "path=<path>\n", "json" as {"path", "headers"
-# (names in lower case)}. Prints "listening" once bound; exits 0 on SIGTERM.
-ECHO_UPSTREAM = r"""
-import http.server, json, signal, sys
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-host, port, fmt = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-class Echo(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def do_GET(self):
-        if fmt == "json":
-            body = json.dumps({"path": self.path,
-                               "headers": {k.lower(): v for k, v in self.headers.items()}}).encode()
-            ctype = "application/json"
-        else:
-            body = ("path=" + self.path + "\n").encode()
-            ctype = "text/plain"
-        self.send_response(200)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-server = http.server.ThreadingHTTPServer((host, port), Echo)
-server.daemon_threads = True
-print("listening", flush=True)
-server.serve_forever()
-"""
+# The one HTTP/1.1 test backend is tests/helpers/http_backend.py (see its
+# docstring: it answers with what it received, as JSON or "path=<path>\n",
+# makes JSESSIONIDs, optionally with a jvmRoute, and can serve a health path).
+_HELPERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "helpers")
+HTTP_BACKEND = os.path.join(_HELPERS, "http_backend.py")
+sys.path.insert(0, _HELPERS)
+from http_backend import HttpBackend  # noqa: E402,F401  (in-process use: t.HttpBackend)
+
+
+def start_http_backend(test, host, port, name="backend", fmt="json", jvm_route=False,
+                       timeout=10.0, label=None):
+    """Starts tests/helpers/http_backend.py on host:port (0: any) through
+    test.spawn (an EdgepinTestCase stops it) and waits until it listens.
+    Returns the Proc; its port is in proc.port."""
+    argv = ["/usr/bin/python3", HTTP_BACKEND, "--name", name, "--host", host, "--port", str(port),
+            "--format", fmt]
+    if jvm_route:
+        argv.append("--jvm-route")
+    proc = test.spawn(argv, label or "backend-" + name)
+    line = proc.wait_for_stdout_line("listening", timeout=timeout)
+    proc.port = int(line.split()[1])
+    return proc
 
 
 def start_echo_upstream(test, host, port, fmt="text", timeout=10.0):
-    """Starts ECHO_UPSTREAM on host:port through test.spawn (an
-    EdgepinTestCase stops it) and waits until it listens."""
-    if fmt not in ("text", "json"):
-        raise ValueError("fmt must be 'text' or 'json'")
-    proc = test.spawn(["/usr/bin/python3", "-c", ECHO_UPSTREAM, host, str(port), fmt], "upstream")
-    proc.wait_for_stdout_line("listening", timeout=timeout)
-    return proc
+    """The test backend as a node-proxy's upstream on host:port, answering
+    "path=<path>\n" (fmt "text") or JSON (fmt "json")."""
+    return start_http_backend(test, host, port, name="upstream", fmt=fmt, timeout=timeout,
+                              label="upstream")
 
 
 # ------------------------------------------------------------ admin socket

@@ -294,37 +294,22 @@ class HealthCheckTypes(LbTestCase):
         lb.wait_for_stderr("server node1 is UP", timeout=5)
 
     def test_http_check_follows_the_status_code(self):
-        import http.server
-
-        status = {"code": 200}
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - the stdlib's name
-                self.send_response(status["code"] if self.path == "/_edgepin/health" else 404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
+        # The test backend, in-process: its health answer changes below.
+        server = t.HttpBackend("127.0.0.1", 0, health_path="/_edgepin/health").start()
+        self.addCleanup(server.stop)
         self.add_backends(1, mode="tcp")
         conf = self.write_config(mode="tcp", lb_overrides={
-            "health_check": {"type": "http", "port": server.server_address[1], "path": "/_edgepin/health",
+            "health_check": {"type": "http", "port": server.port, "path": "/_edgepin/health",
                              "interval_ms": 200, "timeout_ms": 200, "rise": 2, "fall": 2}})
         lb = self.start_lb(conf)
         time.sleep(0.8)
         self.assertNotIn("is DOWN", lb.stderr_text())
         self.assertEqual(t.tcp_who("127.0.0.1", self.lb_port)["name"], "node1")
-        status["code"] = 503
+        server.health_status = 503
         lb.wait_for_stderr("server node1 is DOWN (http check: bad_status 503", timeout=5)
         with self.assertRaises((ConnectionError, OSError)):
             t.tcp_who("127.0.0.1", self.lb_port)
-        status["code"] = 302  # 3xx counts as up, like HAProxy
+        server.health_status = 302  # 3xx counts as up, like HAProxy
         lb.wait_for_stderr("server node1 is UP", timeout=5)
         self.assertEqual(t.tcp_who("127.0.0.1", self.lb_port)["name"], "node1")
 

@@ -28,7 +28,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
 import time
 import unittest
 
@@ -42,63 +41,6 @@ CLIENT = ("203.0.113.7", 50123)        # the client the "lb" names
 COOKIE = "EDGEPIN_NODE"
 STEP = 0.05
 TIMEOUT = 15.0
-
-# The backend: answers every request with JSON naming itself and what it
-# received (headers, body length and SHA-256; chunked bodies decoded), and
-# starts a session for an unknown JSESSIONID (with ".<node>" appended in
-# jvmroute mode, as Tomcat's jvmRoute does). Exits 0 on SIGTERM.
-BACKEND = r"""
-import hashlib, http.server, json, secrets, signal, sys, threading
-signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-name, host, port, route = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-sessions, lock = set(), threading.Lock()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    def body(self):
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            out = b""
-            while True:
-                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return out
-                out += self.rfile.read(size)
-                self.rfile.readline()
-        n = int(self.headers.get("Content-Length", "0"))
-        return self.rfile.read(n) if n else b""
-    def answer(self):
-        data = self.body()
-        jsid = None
-        for part in self.headers.get("Cookie", "").split(";"):
-            k, _, v = part.strip().partition("=")
-            if k == "JSESSIONID":
-                jsid = v
-        new = None
-        with lock:
-            if jsid not in sessions:
-                new = secrets.token_hex(8) + ("." + name if route else "")
-                sessions.add(new)
-        reply = json.dumps({"backend": name, "method": self.command, "path": self.path,
-                            "headers": {k.lower(): v for k, v in self.headers.items()},
-                            "body_len": len(data), "body_sha256": hashlib.sha256(data).hexdigest(),
-                            "new_session": new}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        if new:
-            self.send_header("Set-Cookie", "JSESSIONID=%s; Path=/; HttpOnly" % new)
-        self.end_headers()
-        self.wfile.write(reply)
-    do_GET = do_POST = do_PUT = answer
-    def log_message(self, *args):
-        pass
-class S(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-server = S((host, port), H)
-print("listening", flush=True)
-server.serve_forever()
-"""
 
 TEMPLATE = lib.ConfTemplate("edgepin-aff-conf-")  # conf/ with its PKI, made once per run
 _foreign = None    # a CA that is not the cluster's, with a "node2" certificate
@@ -226,11 +168,9 @@ class AffinityTest(lib.EdgepinTestCase):
         self.procs = {}
         self.backends = {}
         for name in nodes:
-            self.backends[name] = self.spawn(
-                ["/usr/bin/python3", "-c", BACKEND, name, ADDRESS[name], str(self.ports[name]["backend"]),
-                 "1" if mode == "jvmroute" else "0"], "backend-" + name)
-        for name in nodes:
-            self.backends[name].wait_for_stdout_line("listening", timeout=TIMEOUT)
+            self.backends[name] = lib.start_http_backend(
+                self, ADDRESS[name], self.ports[name]["backend"], name=name,
+                jvm_route=mode == "jvmroute", timeout=TIMEOUT)
             self.start_node(name)
         for name in wait_for or nodes:
             self.wait_peers(name, {n: True for n in nodes if n != name})
@@ -516,16 +456,10 @@ class AffinityTest(lib.EdgepinTestCase):
         foreign = self.peer_context(_foreign.nodes["node2"].cert, _foreign.nodes["node2"].key)
         nocert = self.peer_context()
         pki = os.path.join(self.conf, "pki")
-        key, cert = os.path.join(self.tmp, "intruder.key"), os.path.join(self.tmp, "intruder.crt")
-        ext = os.path.join(self.tmp, "intruder.ext")
-        with open(ext, "w") as f:
-            f.write("extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:intruder\n")
-        subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                        "-nodes", "-keyout", key, "-subj", "/CN=intruder", "-out", cert + ".csr"],
-                       check=True, capture_output=True, timeout=60)
-        subprocess.run(["openssl", "x509", "-req", "-in", cert + ".csr", "-CA", os.path.join(pki, "ca.crt"),
-                        "-CAkey", os.path.join(pki, "ca.key"), "-set_serial", "77", "-days", "2",
-                        "-extfile", ext, "-out", cert], check=True, capture_output=True, timeout=60)
+        leaf = lib.issue_cert(self.tmp, "intruder", os.path.join(pki, "ca.crt"),
+                              os.path.join(pki, "ca.key"), dns_names=("intruder",),
+                              client_auth=True, serial=77, days=2)
+        cert, key = leaf.cert, leaf.key
         intruder = self.peer_context(cert, key)
         for ctx in (foreign, nocert, intruder):
             result = self.peer_attempt("node1", ctx)

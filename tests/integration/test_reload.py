@@ -75,7 +75,7 @@ def read_json(path):
 
 class Load(threading.Thread):
     """Calls fn() in a loop for at most `seconds` and `max_count` calls.
-    results: [(start monotonic time, value)]; failures: [(start, repr)]."""
+    results: [(start, end monotonic time, value)]; failures: [(start, repr)]."""
 
     def __init__(self, fn, seconds=LOAD_SECONDS, max_count=LOAD_MAX):
         super().__init__(daemon=True)
@@ -93,7 +93,8 @@ class Load(threading.Thread):
                 return
             started = time.monotonic()
             try:
-                self.results.append((started, self.fn(i)))
+                value = self.fn(i)
+                self.results.append((started, time.monotonic(), value))
             except Exception as e:  # noqa: BLE001 - every failure is recorded and asserted on
                 self.failures.append((started, repr(e)))
 
@@ -117,15 +118,17 @@ def wait_count(proc, text, count, timeout=10.0):
 
 def phases_of(results, applied, sent):
     """Splits load results by reload phase: phase k holds requests that
-    started after reload k was applied (k = 0: the start) and before
-    SIGHUP k+1 was sent. Requests in between are ambiguous and left out."""
+    started after reload k was applied (k = 0: the start) and ended before
+    SIGHUP k+1 was sent. Requests that overlap a reload are ambiguous and
+    left out (on a busy machine a request started just before a SIGHUP may
+    handshake after the reload)."""
     phases = collections.defaultdict(list)
     bounds = [(0.0, sent[0] if sent else float("inf"))]
     for k in range(len(applied)):
         bounds.append((applied[k], sent[k + 1] if k + 1 < len(sent) else float("inf")))
-    for started, value in results:
+    for started, ended, value in results:
         for k, (lo, hi) in enumerate(bounds):
-            if lo <= started < hi:
+            if lo <= started and ended < hi:
                 phases[k].append(value)
                 break
     return phases
@@ -441,23 +444,13 @@ class NodeProxyReload(t.EdgepinTestCase):
         """A bundle (certificate then key) for node1 signed by the cluster CA,
         with a fresh serial. Returns (pem bytes, serial as upper-case hex)."""
         pki = os.path.join(conf, "pki")
-        work = os.path.join(self.tmp, "renew%d" % index)
-        os.makedirs(work)
-        ext = os.path.join(work, "ext")
-        with open(ext, "w") as f:
-            f.write("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-                    "extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,DNS:node1,IP:%s,IP:127.0.0.1\n"
-                    % npt.NODE_ADDRESS)
         serial = "%X" % (0x5E1A10AD00000000 + index)
-        key, csr, crt = (os.path.join(work, n) for n in ("key", "csr", "crt"))
-        for argv in (["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
-                     ["req", "-new", "-key", key, "-subj", "/CN=node1", "-out", csr],
-                     ["x509", "-req", "-in", csr, "-CA", os.path.join(pki, "ca.crt"), "-CAkey",
-                      os.path.join(pki, "ca.key"), "-set_serial", "0x" + serial, "-days", "2", "-sha256",
-                      "-extfile", ext, "-out", crt]):
-            subprocess.run(["openssl"] + argv, check=True, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, timeout=60)
-        with open(crt, "rb") as c, open(key, "rb") as k:
+        leaf = t.issue_cert(os.path.join(self.tmp, "renew%d" % index), "node1",
+                            os.path.join(pki, "ca.crt"), os.path.join(pki, "ca.key"),
+                            dns_names=("localhost", "node1"),
+                            ip_addresses=(npt.NODE_ADDRESS, "127.0.0.1"),
+                            serial="0x" + serial, days=2)
+        with open(leaf.cert, "rb") as c, open(leaf.key, "rb") as k:
             return c.read() + k.read(), serial
 
     def install(self, conf, pem):
@@ -565,10 +558,7 @@ class NodeProxyClusterReload(t.EdgepinTestCase):
         self.full_cluster = read_json(self.cluster_path)
 
     def start_backend(self, name, label, port):
-        proc = self.spawn(["/usr/bin/python3", "-c", aff.BACKEND, label, aff.ADDRESS[name], str(port), "0"],
-                          "backend-" + label)
-        proc.wait_for_stdout_line("listening", timeout=aff.TIMEOUT)
-        return proc
+        return t.start_http_backend(self, aff.ADDRESS[name], port, name=label, timeout=aff.TIMEOUT)
 
     def write_cluster(self, names, upstreams=None):
         doc = json.loads(json.dumps(self.full_cluster))

@@ -791,18 +791,17 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   edgepin::test::TempDir issuer("edgepin-issuer-");
   {
     // Re-sign a peer identity for "a" with this directory's CA.
-    auto r = run(
-        {"bash", "-c",
-         "set -e; cd \"$1\"; umask 077;"
-         "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out pki/peer/a.key "
-         "2>/dev/null;"
-         "printf 'extendedKeyUsage=serverAuth,clientAuth\\nsubjectAltName=DNS:a\\n' > \"$2/ext\";"
-         "openssl req -new -key pki/peer/a.key -subj /CN=a -out \"$2/a.csr\";"
-         "openssl x509 -req -in \"$2/a.csr\" -CA pki/ca.crt -CAkey pki/ca.key -set_serial 7 "
-         "-days 30 -extfile \"$2/ext\" -out pki/peer/a.crt 2>/dev/null",
-         "sh", dir.string(), issuer.path().string()});
-    INFO(r.describe());
-    REQUIRE(r.ok());
+    auto ca = edgepin::test::TestPki::open(issuer.path(), dir / "pki/ca.crt", dir / "pki/ca.key");
+    edgepin::test::CertSpec spec;
+    spec.common_name = "a";
+    spec.dns_names = {"a"};
+    spec.client_auth = true;
+    spec.serial = 7;
+    const auto leaf = ca.issue("a", spec);
+    std::filesystem::copy_file(leaf.cert, dir / "pki/peer/a.crt",
+                               std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(leaf.key, dir / "pki/peer/a.key",
+                               std::filesystem::copy_options::overwrite_existing);
   }
 
   const config::LbConfigSet lb = config::load_lb(dir);
