@@ -13,7 +13,7 @@
 
 namespace edgepin::nodeproxy {
 
-// How a request ended (node-proxy/http_connection.*): the access log's
+// How a request ended (node-proxy/exchange.*): the access log's
 // `end=` and one counter each. X(name, log name)
 #define EDGEPIN_NODE_REQUEST_ENDS(X)                                              \
   X(Complete, "complete")                /* response fully sent */                \
@@ -59,7 +59,7 @@ constexpr const char* to_string(RequestEnd e) {
 struct NodeCounters {
   // Connections, counted by the worker and the client handshake
   // (node-proxy/worker.*, node-proxy/client_handshake.*). `active` covers a
-  // connection from accept until its HttpConnection (or failed handshake)
+  // connection from accept until its ClientConnection (or failed handshake)
   // is destroyed.
   Counter connections_accepted;
   Counter connections_active;
@@ -81,7 +81,7 @@ struct NodeCounters {
   std::array<Counter, http1::kErrorCount> request_errors;  // by parser error
   Counter bytes_in;                                        // from clients
   Counter bytes_out;                                       // to clients
-  // HTTP layer (node-proxy/http_connection.*).
+  // HTTP layer (node-proxy/h1_connection.*, exchange.*).
   std::array<Counter, kRequestEndCount> request_ends;  // by RequestEnd
   Counter requests_local;      // answered by the proxy itself (health, stats)
   Counter tunnels;             // 101 tunnels opened (WebSocket)
@@ -93,6 +93,7 @@ struct NodeCounters {
   Counter upstream_connect_errors;  // connects refused or timed out (502/503/504)
   Counter upstream_timeouts;        // response_timeout reached (504 or cut)
   Counter upstream_retries;         // re-sent once after a reused connection died
+  Counter upstream_extra_bytes;     // bytes after the end of a response: connection closed
 
   // L7 affinity (node-proxy/affinity.h), one per proxied request: why it
   // was served where it was. Relay is "relayed_out", Relayed "relayed_in".
@@ -111,6 +112,7 @@ struct NodeCounters {
   Counter peer_connect_errors;        // peer connects refused or timed out
   Counter peer_timeouts;              // peer response_timeout reached
   Counter peer_retries;               // re-sent once after a reused peer connection died
+  Counter peer_extra_bytes;           // bytes after the end of a peer's response: closed
 };
 
 }  // namespace edgepin::nodeproxy

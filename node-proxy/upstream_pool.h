@@ -7,9 +7,9 @@
 // keep-alive close is such a byte).
 //
 // The pool only hands out and takes back connections; the HTTP layer
-// (node-proxy/http_connection.*) decides whether a connection may be
+// (node-proxy/upstream_request.*, exchange.*) decides whether a connection may be
 // reused (both messages complete and keep-alive) and retries a request once
-// when a reused connection turns out dead (see HttpConnection).
+// when a reused connection turns out dead (see exchange.h).
 //
 // Idle connections are reused last-released first: the hottest connection
 // is the least likely to have reached the upstream's keep-alive timeout,

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "http_connection.h"
+#include "client_codec.h"
 #include "listener.h"
 #include "log.h"
 #include "peer_tls.h"
@@ -115,7 +115,7 @@ void Worker::sweep_cb(evutil_socket_t, short, void* arg) {
 void Worker::sweep_retired() {
   std::erase_if(retired_pools_, [this](const std::unique_ptr<UpstreamPool>& pool) {
     for (const auto& [raw, connection] : connections_)
-      if (connection->destination_pool() == pool.get()) return false;
+      if (connection->uses_pool(pool.get())) return false;
     return true;
   });
   if (!retired_pools_.empty() && !evtimer_pending(sweep_timer_.get(), nullptr))
@@ -207,18 +207,18 @@ void Worker::on_handshake_done(ClientHandshake* handshake, BufferEventPtr client
     connection_ended();
     return;
   }
-  auto c = std::make_unique<HttpConnection>(context_, std::move(client), std::move(info),
-                                            [this](HttpConnection* done) { on_http_closed(done); });
-  HttpConnection* raw = c.get();
+  auto c = make_client_connection(context_, std::move(client), std::move(info),
+                                  [this](ClientConnection* done) { on_http_closed(done); });
+  ClientConnection* raw = c.get();
   connections_.emplace(raw, std::move(c));
   update_count();
   raw->start();
 }
 
-void Worker::on_http_closed(HttpConnection* connection) {
+void Worker::on_http_closed(ClientConnection* connection) {
   auto it = connections_.find(connection);
   if (it == connections_.end()) return;  // already being destroyed
-  std::unique_ptr<HttpConnection> owned = std::move(it->second);
+  std::unique_ptr<ClientConnection> owned = std::move(it->second);
   connections_.erase(it);
   connection_ended();
   // Destroyed outside the map: its destructor may end upstream exchanges

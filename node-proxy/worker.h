@@ -3,8 +3,9 @@
 // SO_REUSEPORT socket for every listener, its keep-alive pool to Tomcat,
 // and the connections it accepted, which never leave it (DESIGN.md,
 // runtime model). A connection lives here first as a ClientHandshake
-// (PROXY header, TLS), then as an HttpConnection; the worker owns both and
-// destroys them when they report the end.
+// (PROXY header, TLS), then as a ClientConnection (client_codec.h: the
+// HTTP/1.1 codec today); the worker owns both and destroys them when they
+// report the end.
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -13,11 +14,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "client_codec.h"
 #include "client_handshake.h"
 #include "config.h"
 #include "counters.h"
 #include "event_loop.h"
-#include "http_connection.h"
 #include "worker_context.h"
 
 namespace edgepin::nodeproxy {
@@ -117,7 +118,7 @@ class Worker {
   void sweep_retired();
   void on_accept(const ListenerSetup& listener, evutil_socket_t fd, const sockaddr* addr, int len);
   void on_handshake_done(ClientHandshake* handshake, BufferEventPtr client, ClientInfo info);
-  void on_http_closed(HttpConnection* connection);
+  void on_http_closed(ClientConnection* connection);
   void connection_ended();
   void update_count();
   void pause_listeners();
@@ -142,7 +143,7 @@ class Worker {
   WorkerContext context_;
   std::vector<std::unique_ptr<Binding>> bindings_;
   std::unordered_map<ClientHandshake*, std::unique_ptr<ClientHandshake>> handshakes_;
-  std::unordered_map<HttpConnection*, std::unique_ptr<HttpConnection>> connections_;
+  std::unordered_map<ClientConnection*, std::unique_ptr<ClientConnection>> connections_;
   std::atomic<size_t> connection_count_{0};
   EventPtr resume_timer_;  // re-enables listeners paused by max_connections
   EventPtr sweep_timer_;   // frees retired pools (sweep_retired)

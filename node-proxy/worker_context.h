@@ -2,7 +2,7 @@
 // The per-worker world an HTTP connection lives in: its event_base, the
 // configuration, the worker's upstream pool and counters, and the node-wide
 // state shared by all workers (Tomcat health, drain flag). Owned by the
-// worker (node-proxy/worker.*); HTTP connections (node-proxy/http_connection.*)
+// worker (node-proxy/worker.*); client connections (node-proxy/client_codec.h)
 // only borrow it.
 #include <atomic>
 #include <chrono>

@@ -73,7 +73,7 @@ BULK_SEED = "issue4-bulk"
 RSS_SAMPLE_INTERVAL = 0.1
 # The node-proxy's RSS may grow by at most this much while 1 GiB passes
 # each way. A streaming proxy holds per transfer only what its watermarks
-# allow (node-proxy/http_connection.h): 64 KiB queued towards each side
+# allow (node-proxy/client_codec.h, exchange.h): 64 KiB queued towards each side
 # before it stops reading the other, a 64 KiB body pre-buffer, a response
 # head of at most 32 KiB, OpenSSL's record buffers (about 2 x 17 KiB) and
 # libevent's read chunks: well under 1 MiB for the one client and one

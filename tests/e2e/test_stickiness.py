@@ -59,7 +59,7 @@ REQUEST_TIMEOUT = 20.0
 REQUESTS_AFTER_STOP = 10
 PAUSE_AFTER_STOP = 0.25
 # The 5xx that edgepin-node-proxy documents after a Tomcat stops
-# (node-proxy/http_connection.h, conf/README.md "Health" of the peer link):
+# (node-proxy/exchange.h, conf/README.md "Health" of the peer link):
 # a request that reaches the node whose Tomcat refuses connections gets 502,
 # or 503 once that node's own check says its Tomcat is down; a request
 # relayed there gets the same answer back. That lasts until the checks

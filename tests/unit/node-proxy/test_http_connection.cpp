@@ -1,4 +1,5 @@
-// HttpConnection in-process: one event_base on the test thread, the client
+// The HTTP/1.1 client codec (H1Connection) with its exchanges, upstream
+// requests and tunnels, in-process: one event_base on the test thread, the client
 // side is a socketpair whose outer end the test drives, and the upstream is
 // a small HTTP/1.1 server on 127.0.0.1 (port 0) running on the same loop.
 // Every wait is bounded by a deadline (run_until).
@@ -26,8 +27,9 @@
 #include <vector>
 
 #include "counters.h"
+#include "exchange.h"
+#include "h1_connection.h"
 #include "http1.h"
-#include "http_connection.h"
 #include "upstream_pool.h"
 #include "worker_context.h"
 
@@ -405,7 +407,7 @@ class ResponseReader {
 
 struct Client {
   int fd = -1;
-  HttpConnection* conn = nullptr;
+  H1Connection* conn = nullptr;
   ResponseReader reader;
   size_t read_limit = SIZE_MAX;  // bytes read per loop turn (a slow client)
 };
@@ -454,13 +456,13 @@ class Harness {
     auto c = std::make_unique<Client>();
     c->fd = sv[0];
     BufferEventPtr bev(bufferevent_socket_new(base.get(), sv[1], BEV_OPT_CLOSE_ON_FREE));
-    auto conn = std::make_unique<HttpConnection>(ctx, std::move(bev), std::move(info),
-                                                 [this](HttpConnection* hc) {
-                                                   ++closed;
-                                                   live.erase(hc);  // destroys it, as a worker does
-                                                 });
+    auto conn = std::make_unique<H1Connection>(ctx, std::move(bev), std::move(info),
+                                               [this](ClientConnection* hc) {
+                                                 ++closed;
+                                                 live.erase(hc);  // destroys it, as a worker does
+                                               });
     c->conn = conn.get();
-    HttpConnection* raw = conn.get();
+    H1Connection* raw = conn.get();
     live[raw] = std::move(conn);
     raw->start();
     clients.push_back(std::move(c));
@@ -547,7 +549,7 @@ class Harness {
   NodeState node;
   WorkerContext ctx;
   std::unique_ptr<UpstreamPool> pool;
-  std::map<HttpConnection*, std::unique_ptr<HttpConnection>> live;
+  std::map<ClientConnection*, std::unique_ptr<H1Connection>> live;
   std::vector<std::unique_ptr<Client>> clients;
   size_t closed = 0;
   size_t max_buffered = 0;
@@ -1100,7 +1102,7 @@ TEST_CASE("WebSocket upgrade: 101 relayed, then a byte-exact tunnel") {
   REQUIRE(h.upstream->requests.size() == 1);
   CHECK(field_of(h.upstream->requests[0].fields, "Upgrade") == "websocket");
   CHECK(field_of(h.upstream->requests[0].fields, "Connection") == "upgrade");
-  CHECK(c.conn->state() == HttpConnection::State::Tunnel);
+  CHECK(c.conn->state() == H1Connection::State::Tunnel);
 
   const std::string frames = pattern(300 * 1024, 99);  // every byte value, binary
   h.send(c, frames);
@@ -1332,6 +1334,43 @@ TEST_CASE("upstream misbehaving and clients giving up") {
     CHECK(h.run_until([&] { return !h.upstream->conns[0]->open(); }));
     CHECK(h.upstream->requests.empty());
     CHECK(h.pool->idle_count() == 0);
+  }
+}
+
+TEST_CASE("an upstream that says more than its response is closed, never reused") {
+  // Pipelined /a and /b: the upstream answers /a with a second response (or
+  // a stray byte) right behind the first. /b must get its own answer, on a
+  // new connection, and the poisoned connection is counted and closed.
+  struct Case {
+    const char* name;
+    std::string answer;
+  };
+  const Case cases[] = {
+      {"a second response", ok("a") + ok("extra")},
+      {"after a chunked body",
+       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n" + ok("extra")},
+      {"a 204 behind it", ok("a") + "HTTP/1.1 204 No Content\r\n\r\n"},
+      {"one stray byte", ok("a") + "x"},
+  };
+  for (const Case& k : cases) {
+    INFO(k.name);
+    Harness h;
+    const std::string answer = k.answer;
+    h.upstream->on_request = [answer](Upstream::Conn& c, const UpRequest& r) {
+      c.send(r.target == "/a" ? answer : ok("b"));
+    };
+    Client& c = h.connect();
+    c.reader.methods = {"GET", "GET"};
+    h.send(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    REQUIRE(h.wait_responses(c, 2));
+    CHECK(c.reader.responses[0].body == "a");
+    CHECK(c.reader.responses[1].body == "b");
+    CHECK(h.upstream->conns.size() == 2);
+    CHECK(h.upstream->requests.size() == 2);
+    CHECK(h.counters.upstream_extra_bytes.get() == 1);
+    // The first connection is closed; only the second one is pooled.
+    CHECK(h.run_until([&] { return !h.upstream->conns[0]->open(); }));
+    CHECK(h.pool->idle_count() == 1);
   }
 }
 
