@@ -371,11 +371,18 @@ TEST_CASE("the seed corpus decodes as its names say", "[node_tag]") {
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
     INFO("corpus file " << name);
-    auto it = expected.find(name);
-    REQUIRE(it != expected.end());  // a new seed needs its expectation here
     std::ifstream f(entry.path(), std::ios::binary);
     const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(f)),
                                      std::istreambuf_iterator<char>());
+    // Inputs a fuzzing campaign kept are named by their SHA-1 and have no
+    // expectation: decoding them twice must agree (and not crash).
+    if (name.size() == 40 && name.find_first_not_of("0123456789abcdef") == name.npos) {
+      CHECK(decode_session_id(bytes) == decode_session_id(bytes));
+      CHECK(decode_ticket(bytes) == decode_ticket(bytes));
+      continue;
+    }
+    auto it = expected.find(name);
+    REQUIRE(it != expected.end());  // a new seed needs its expectation here
     CHECK(decode_session_id(bytes) == it->second.session_id);
     CHECK(decode_ticket(bytes) == it->second.ticket);
     ++files;

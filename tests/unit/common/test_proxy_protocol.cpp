@@ -727,7 +727,12 @@ TEST_CASE("every seed corpus file decodes as its name says, however split", "[pr
     INFO("corpus file " << name);
     const DecodeResult r = decode_every_way(bytes);
     INFO(describe(r));
-    CHECK(r.status == (name.rfind("bad_", 0) == 0 ? ParseStatus::Error : ParseStatus::Done));
+    // Inputs a fuzzing campaign kept are named by their SHA-1 and say
+    // nothing about validity: for them the split invariance above is the
+    // check (tests/fuzz/README.md).
+    const bool grown = name.size() == 40 && name.find_first_not_of("0123456789abcdef") == name.npos;
+    if (!grown)
+      CHECK(r.status == (name.rfind("bad_", 0) == 0 ? ParseStatus::Error : ParseStatus::Done));
     ++files;
   }
   CHECK(files >= 60);
