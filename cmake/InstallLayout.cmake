@@ -37,6 +37,14 @@ endfunction()
 # (conf/pki and conf/keys exist only where deploy/make-pki.sh ran).
 set(EDGEPIN_CONFIG_FILES cluster.json lb.json node-proxy.json README.md)
 
+# The unit files of deploy/systemd/: the two daemons and, for each, the
+# configuration-push watcher (.path) and the check-then-reload service it
+# starts.
+set(EDGEPIN_UNITS
+    edgepin-lb.service edgepin-node-proxy@.service
+    edgepin-lb-config.path edgepin-lb-config.service
+    edgepin-node-proxy-config@.path edgepin-node-proxy-config@.service)
+
 # The repository's unit files are written for the Debian layout; these are
 # the paths they name, rewritten for any other install.
 set(EDGEPIN_UNIT_BINDIR "/usr/bin")
@@ -83,7 +91,7 @@ function(edgepin_install_layout)
   set(staged "${ARG_BINARY_DIR}/edgepin-install/systemd")
   file(MAKE_DIRECTORY "${staged}")
   set(units "")
-  foreach(unit edgepin-lb.service edgepin-node-proxy@.service)
+  foreach(unit IN LISTS EDGEPIN_UNITS)
     file(READ "${ARG_SOURCE_DIR}/deploy/systemd/${unit}" text)
     string(REPLACE "${EDGEPIN_UNIT_BINDIR}/" "${bindir}/" text "${text}")
     string(REPLACE "${EDGEPIN_UNIT_CONFDIR}" "${confdir}" text "${text}")

@@ -10,7 +10,8 @@
 #   /etc/edgepin/{cluster,lb,node-proxy}.json, README.md   (examples; conffiles)
 #   /usr/lib/systemd/system/edgepin-lb.service, edgepin-node-proxy@.service
 #   /usr/lib/sysusers.d/edgepin.conf
-#   /usr/share/doc/edgepin/README.md, DEPLOY.md
+#   /usr/lib/systemd/system/edgepin-{lb,node-proxy}-config*.{path,service}
+#   /usr/share/doc/edgepin/README.md, DEPLOY.md, ha/ (keepalived files)
 include(GNUInstallDirs)
 include(${CMAKE_CURRENT_LIST_DIR}/InstallLayout.cmake)
 
@@ -25,6 +26,10 @@ set(EDGEPIN_PACKAGE_MAINTAINER "Edgepin maintainers <maintainers@edgepin.invalid
 install(FILES ${PROJECT_SOURCE_DIR}/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/deploy/README.md DESTINATION ${CMAKE_INSTALL_DOCDIR}
         RENAME DEPLOY.md)
+# The keepalived pair of DEPLOY.md ("High availability"), to copy to
+# /etc/keepalived on the lb hosts.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/deploy/ha/ DESTINATION ${CMAKE_INSTALL_DOCDIR}/ha
+        USE_SOURCE_PERMISSIONS)
 
 # Configuration directory and units: placed by InstallLayout.cmake when the
 # install runs, once the prefix is known.

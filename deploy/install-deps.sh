@@ -13,6 +13,9 @@ PACKAGES=(
   # test and demo tools
   ca-certificates curl openssl python3 iproute2 procps psmisc
   tomcat10 tomcat10-user haproxy wrk sslscan
+  # HA tests (tests/ha): VRRP pairs in network namespaces, the lbs' track
+  # script (curl), systemd-analyze for the units
+  keepalived systemd
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -34,10 +37,10 @@ fi
 echo "install-deps: installing: ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 
-# The Debian tomcat10 and haproxy packages start system-wide services that
-# would hold ports 8080/80 and get in the way of the tests and the demo,
-# which start their own instances. policy-rc.d stops any service start
-# during this install; it is removed again on exit.
+# The Debian tomcat10, haproxy and keepalived packages start system-wide
+# services that would hold ports 8080/80 (or run VRRP) and get in the way of
+# the tests and the demo, which start their own instances. policy-rc.d stops
+# any service start during this install; it is removed again on exit.
 policy=/usr/sbin/policy-rc.d
 created_policy=0
 if [ ! -e "$policy" ]; then
@@ -54,7 +57,7 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 # A service that did start anyway (policy-rc.d ignored) is stopped, so that
 # nothing we did not start listens on our ports.
-for svc in tomcat10 haproxy; do
+for svc in tomcat10 haproxy keepalived; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

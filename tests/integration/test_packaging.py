@@ -33,6 +33,12 @@ UNIT_SRC = os.path.join(SOURCE_DIR, "deploy", "systemd")
 LB_UNIT = "edgepin-lb.service"
 NP_UNIT = "edgepin-node-proxy@.service"
 UNITS = (LB_UNIT, NP_UNIT)
+# The configuration-push units: a .path watcher and the oneshot it starts,
+# per daemon (deploy/README.md, "Configuration pushes").
+CONFIG_UNITS = ("edgepin-lb-config.path", "edgepin-lb-config.service",
+                "edgepin-node-proxy-config@.path", "edgepin-node-proxy-config@.service")
+HA_FILES = ("keepalived.conf", "edgepin-site.conf.example", "edgepin-lb-check",
+            "edgepin-vrrp-notify", "99-edgepin-nonlocal-bind.conf")
 BINARIES = ("edgepin-lb", "edgepin-node-proxy")
 CONFIG_FILES = ("cluster.json", "lb.json", "node-proxy.json", "README.md")
 # Every command below is bounded; the package build is the slowest step.
@@ -66,7 +72,7 @@ HARDENING = {
 KNOWN_KEYS = {
     "Unit": {"Description", "Documentation", "Wants", "After"},
     "Service": {
-        "Type", "User", "Group", "ExecStartPre", "ExecStart", "ExecReload", "Restart",
+        "Type", "NotifyAccess", "WatchdogSec", "User", "Group", "ExecStartPre", "ExecStart", "ExecReload", "Restart",
         "RestartSec", "TimeoutStopSec", "LimitNOFILE", "RuntimeDirectory",
         "RuntimeDirectoryMode", "RuntimeDirectoryPreserve", "UMask", "AmbientCapabilities",
         "CapabilityBoundingSet", "NoNewPrivileges", "ProtectSystem", "ProtectHome",
@@ -224,8 +230,30 @@ class UnitFiles(unittest.TestCase):
             self.assertEqual(exec_argv(one(unit, "Service", "ExecStartPre")), start + ["--check"], name)
             reload = [exec_argv(v) for v in values(unit, "Service", "ExecReload")]
             self.assertEqual(reload, [start + ["--check"], ["/bin/kill", "-HUP", "$MAINPID"]], name)
-            # Foreground: systemd tracks the process it started.
-            self.assertEqual(one(unit, "Service", "Type"), "exec", name)
+            # Foreground, and it says when it is ready (sd_notify); only the
+            # main process may notify, and the watchdog is on.
+            self.assertEqual(one(unit, "Service", "Type"), "notify", name)
+            self.assertEqual(one(unit, "Service", "NotifyAccess"), "main", name)
+            self.assertEqual(one(unit, "Service", "WatchdogSec"), "10s", name)
+
+    def test_config_push_units_check_before_they_reload(self):
+        for daemon, node in (("edgepin-lb", ""), ("edgepin-node-proxy", "@")):
+            inst = "%i" if node else ""
+            path = read_unit(os.path.join(UNIT_SRC, "%s-config%s.path" % (daemon, node)))
+            self.assertIn("/etc/edgepin", values(path, "Path", "PathChanged"), daemon)
+            self.assertEqual(one(path, "Path", "Unit"),
+                             "%s-config%s.service" % (daemon, "@%i" if node else ""), daemon)
+            service = read_unit(os.path.join(UNIT_SRC, "%s-config%s.service" % (daemon, node)))
+            self.assertEqual(one(service, "Service", "Type"), "oneshot", daemon)
+            self.assertEqual(one(service, "Service", "User"), "edgepin", daemon)
+            starts = [exec_argv(v) for v in values(service, "Service", "ExecStart")]
+            check = ["/usr/bin/" + daemon, "--config-dir", "/etc/edgepin"]
+            check += ["--node", "%i"] if node else []
+            # The check first: a failing command ends a oneshot, so a broken
+            # push never reaches the reload.
+            self.assertEqual(starts, [check + ["--check"],
+                                      ["+/bin/systemctl", "try-reload-or-restart",
+                                       "%s%s.service" % (daemon, "@%i" if node else "")]], daemon)
 
     def test_sysusers_file_declares_the_edgepin_system_user(self):
         with open(os.path.join(UNIT_SRC, "edgepin.sysusers.conf"), encoding="utf-8") as f:
@@ -259,7 +287,9 @@ class Install(unittest.TestCase):
             "usr/lib/sysusers.d/edgepin.conf",
             "usr/share/doc/edgepin/README.md",
             "usr/share/doc/edgepin/DEPLOY.md",
-        } | {"etc/edgepin/" + f for f in CONFIG_FILES}
+        } | {"etc/edgepin/" + f for f in CONFIG_FILES} | {
+            "usr/lib/systemd/system/" + u for u in CONFIG_UNITS} | {
+            "usr/share/doc/edgepin/ha/" + f for f in HA_FILES}
         # Exact: no pki/ or keys/ from a demo run in the source tree, no
         # test helper binaries.
         self.assertEqual(tree(self.destdir), expected)
@@ -286,11 +316,20 @@ class Install(unittest.TestCase):
                     self.assertEqual(argv[argv.index("--config-dir") + 1], confdir, "%s %s" % (name, key))
             for f in CONFIG_FILES:
                 self.assertTrue(os.path.isfile(os.path.join(destdir, confdir.lstrip("/"), f)), f)
+        for name in CONFIG_UNITS:
+            unit = read_unit(os.path.join(destdir, unitdir.lstrip("/"), name))
+            for watched in values(unit, "Path", "PathChanged"):
+                self.assertTrue(watched == confdir or watched.startswith(confdir + "/"), (name, watched))
+            for value in values(unit, "Service", "ExecStart"):
+                argv = exec_argv(value)
+                if os.path.basename(argv[0]).startswith("edgepin-"):
+                    self.assertEqual(os.path.dirname(argv[0]), bindir, name)
+                    self.assertEqual(argv[argv.index("--config-dir") + 1], confdir, name)
 
     def test_installed_units_name_the_installed_binaries_and_config(self):
         self.check_units_match_layout(self.destdir, "/usr/bin", "/etc/edgepin", "/usr/lib/systemd/system")
         # Apart from those paths, the installed units are the repository's.
-        for name in UNITS:
+        for name in UNITS + CONFIG_UNITS:
             with open(os.path.join(UNIT_SRC, name), encoding="utf-8") as f:
                 src = f.read()
             with open(self.path("/usr/lib/systemd/system/" + name), encoding="utf-8") as f:
@@ -337,17 +376,21 @@ class Install(unittest.TestCase):
         analyze = shutil.which("systemd-analyze")
         with tempfile.TemporaryDirectory(prefix="edgepin-units-") as tmp:
             # systemd-analyze checks that each command exists: point the
-            # units at the DESTDIR, and instantiate the template.
-            for name in UNITS:
+            # units at the DESTDIR, and instantiate the templates.
+            for name in UNITS + CONFIG_UNITS:
                 with open(self.path("/usr/lib/systemd/system/" + name), encoding="utf-8") as f:
                     text = f.read().replace("/usr/bin/", self.path("/usr/bin/"))
                 target = name.replace("@.service", "@node1.service")
                 with open(os.path.join(tmp, target), "w", encoding="utf-8") as f:
                     f.write(text)
-            targets = [os.path.join(tmp, n) for n in (LB_UNIT, "edgepin-node-proxy@node1.service")]
+                if "@" in name:
+                    os.rename(os.path.join(tmp, target),
+                              os.path.join(tmp, name.replace("@.", "@node1.")))
+            targets = [os.path.join(tmp, n.replace("@.", "@node1.")) for n in UNITS + CONFIG_UNITS]
             if analyze is None:
-                # No systemd on this machine: the strict parse is what is left.
-                for t in targets:
+                # No systemd on this machine: the strict parse of the daemon
+                # units is what is left.
+                for t in targets[:len(UNITS)]:
                     unit = read_unit(t)
                     for section, entries in unit.items():
                         for key, _ in entries:
@@ -360,8 +403,10 @@ class Install(unittest.TestCase):
                 result = subprocess.run([analyze, "verify", "--man=no", t], stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True, timeout=60)
                 self.assertEqual((result.returncode, result.stdout), (0, ""), t)
+                if not t.endswith(".service"):
+                    continue  # a .path unit runs nothing of its own
                 # The offline security review (0.0 best .. 10.0 worst): the
-                # hardening keeps both units in systemd's "OK" band or better.
+                # hardening keeps every service in systemd's "OK" band or better.
                 result = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20", t],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                         timeout=60)
@@ -430,7 +475,9 @@ class Package(unittest.TestCase):
             "./usr/lib/systemd/system/" + LB_UNIT, "./usr/lib/systemd/system/" + NP_UNIT,
             "./usr/lib/sysusers.d/edgepin.conf",
             "./usr/share/doc/edgepin/README.md", "./usr/share/doc/edgepin/DEPLOY.md",
-        } | {"./etc/edgepin/" + f for f in CONFIG_FILES}
+        } | {"./etc/edgepin/" + f for f in CONFIG_FILES} | {
+            "./usr/lib/systemd/system/" + u for u in CONFIG_UNITS} | {
+            "./usr/share/doc/edgepin/ha/" + f for f in HA_FILES}
         self.assertEqual(files, expected)
         for path, (mode, owner) in entries.items():
             self.assertEqual(owner, "root/root", path)
@@ -474,7 +521,11 @@ class Package(unittest.TestCase):
                     used |= set(re.findall(r"(?:^|[;&|(]\s*)systemctl\s+([a-z-]+)", code))
             self.assertEqual(used, verbs, script)
         with open(os.path.join(self.control, "prerm"), encoding="utf-8") as f:
-            self.assertRegex(f.read(), r"systemctl stop edgepin-lb\.service 'edgepin-node-proxy@\*\.service'")
+            text = f.read()
+        self.assertRegex(text, r"systemctl stop edgepin-lb\.service 'edgepin-node-proxy@\*\.service'")
+        # The push watchers stop first: none may reload a daemon being removed.
+        self.assertRegex(text, r"systemctl stop edgepin-lb-config\.path 'edgepin-node-proxy-config@\*\.path'")
+        self.assertLess(text.index("edgepin-lb-config.path"), text.index("stop edgepin-lb.service"))
 
     def run_script(self, script, args, passwd=False, group=False):
         """Runs a maintainer script with getent/adduser/systemctl replaced by
