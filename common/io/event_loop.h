@@ -3,10 +3,13 @@
 // Each worker owns one; connections never move between them. Other threads
 // talk to a loop only through post(), which runs a task on the loop's
 // thread (reloads, admin commands, shutdown).
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <type_traits>
@@ -30,6 +33,8 @@ class EventLoopThread {
 
   event_base* base() const { return base_.get(); }
   const std::string& name() const { return name_; }
+  // When the loop last ran its heartbeat timer (see most_lagging_loop).
+  std::chrono::steady_clock::time_point last_beat() const;
 
   // Starts the thread; the loop runs until stop().
   void start();
@@ -44,16 +49,34 @@ class EventLoopThread {
 
  private:
   static void wake_cb(evutil_socket_t, short, void* arg);
+  static void beat_cb(evutil_socket_t, short, void* arg);
   void run_tasks();
+  void beat();
 
   std::string name_;
   EventBasePtr base_;
   EventPtr wake_;
+  EventPtr beat_;                         // the heartbeat timer
+  std::atomic<int64_t> last_beat_ns_{0};  // steady_clock, written by the loop thread
   std::mutex mutex_;
   std::vector<std::function<void()>> tasks_;
   bool stopping_ = false;  // under mutex_: the loop must break when it wakes
   std::thread thread_;
 };
+
+// Liveness, for the systemd watchdog (common/app/service_notifier.h):
+// every started loop runs a timer every kHeartbeatPeriod that records the
+// time; a loop whose last beat is old is not turning (a callback that does
+// not return, a deadlock). Cheap: four timer callbacks a second per thread.
+inline constexpr std::chrono::milliseconds kHeartbeatPeriod{250};
+
+struct LoopLag {
+  std::string name;                            // the loop thread's name
+  std::chrono::steady_clock::duration behind;  // since its last heartbeat
+};
+// Among the loops started and not stopped (in this process), the one whose
+// last heartbeat is oldest at `now`; nullopt when none runs. Any thread.
+std::optional<LoopLag> most_lagging_loop(std::chrono::steady_clock::time_point now);
 
 // Runs `fn` on `loop`'s thread and returns a future of its result: how
 // another thread (an admin command) reads state a loop owns. The promise is
