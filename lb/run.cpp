@@ -12,12 +12,31 @@
 #include "log.h"
 #include "log_setup.h"
 #include "runtime.h"
+#include "service_notifier.h"
 #include "signal_loop.h"
 #include "stats_server.h"
 
 namespace edgepin::lb {
 
 namespace {
+
+// The status line systemd shows: "12 connections, 3/3 nodes up" (a node is
+// up when its health checks pass and no admin put it in drain or maint, as
+// "UP" on the stats page).
+std::string status_line(const Runtime& runtime) {
+  size_t nodes = 0;
+  size_t up = 0;
+  for (const auto& s : runtime.servers()) {
+    if (s->removed.load(std::memory_order_relaxed)) continue;
+    ++nodes;
+    if (s->healthy.load(std::memory_order_relaxed) &&
+        s->admin.load(std::memory_order_relaxed) == AdminState::Ready)
+      ++up;
+  }
+  const size_t conns = runtime.active_sessions();
+  return std::to_string(conns) + (conns == 1 ? " connection, " : " connections, ") +
+         std::to_string(up) + "/" + std::to_string(nodes) + " nodes up";
+}
 
 // SIGHUP: loads the directory again with the start-up loader and applies it.
 // A config the loader refuses, or one the runtime cannot apply (a new port
@@ -56,6 +75,9 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
   // the mask and only this one takes them.
   SignalLoop signals;
   log::apply(lb.log);
+  // Type=notify: READY once everything listens, the reload and stop
+  // transitions, and watchdog pings while the event loops turn.
+  sd::ServiceNotifier systemd(sd::Notifier::from_environment());
   config::LbConfigSet running;
   running.dir = config_dir;
   running.cluster = cluster;
@@ -102,9 +124,21 @@ int run(const std::filesystem::path& config_dir, const config::ClusterConfig& cl
     log::info("admin socket on " + lb.admin_socket->path.string());
   }
 
-  const int sig =
-      signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  systemd.ready(status_line(*runtime));
+  const int sig = signals.run({.reload =
+                                   [&] {
+                                     systemd.reloading();
+                                     reload(*runtime, running);
+                                     systemd.reloaded(status_line(*runtime));
+                                   },
+                               .tick =
+                                   [&] {
+                                     runtime->tick();
+                                     systemd.tick(status_line(*runtime));
+                                   }});
   const auto grace = running.lb.shutdown_grace;
+  systemd.stopping("stopping: " + std::to_string(runtime->active_sessions()) +
+                   " connections draining");
   log::info(std::string("received ") + signal_name(sig) + ", stopping: listeners closed, " +
             std::to_string(runtime->active_sessions()) + " connections get up to " +
             std::to_string(grace.count()) + " ms to finish");

@@ -4,6 +4,8 @@
 
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <string>
 
 #include "admin.h"
 #include "admin_socket.h"
@@ -12,11 +14,30 @@
 #include "log_setup.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "service_notifier.h"
 #include "signal_loop.h"
 
 namespace edgepin::nodeproxy {
 
 namespace {
+
+// The status line systemd shows: "4 connections, Tomcat up, 2/2 peers up".
+std::string status_line(Runtime& runtime) {
+  NodeState& node = runtime.node();
+  size_t peers = 0;
+  size_t up = 0;
+  {
+    std::lock_guard lock(node.peers_mu);
+    for (const auto& p : node.peers) {
+      ++peers;
+      if (p->up.load(std::memory_order_relaxed)) ++up;
+    }
+  }
+  const size_t conns = runtime.active_connections();
+  return std::to_string(conns) + (conns == 1 ? " connection, Tomcat " : " connections, Tomcat ") +
+         (node.tomcat_up.load(std::memory_order_relaxed) ? "up" : "down") + ", " +
+         std::to_string(up) + "/" + std::to_string(peers) + " peers up";
+}
 
 // SIGHUP: loads the directory again with the start-up loader (which opens
 // and checks every certificate and key) and applies it. Anything the loader
@@ -50,6 +71,9 @@ int run(const config::NodeConfigSet& config) {
   // the mask and only this one takes them.
   SignalLoop signals;
   log::apply(config.proxy.log);
+  // Type=notify: READY once everything listens, the reload and stop
+  // transitions, and watchdog pings while the event loops turn.
+  sd::ServiceNotifier systemd(sd::Notifier::from_environment());
 
   std::unique_ptr<Runtime> runtime;
   try {
@@ -90,9 +114,21 @@ int run(const config::NodeConfigSet& config) {
   // The running configuration; the runtime keeps the start-up one (and
   // every reloaded one still in use) alive itself.
   auto running = std::make_shared<const config::NodeConfigSet>(config);
-  const int sig =
-      signals.run({.reload = [&] { reload(*runtime, running); }, .tick = [&] { runtime->tick(); }});
+  systemd.ready(status_line(*runtime));
+  const int sig = signals.run({.reload =
+                                   [&] {
+                                     systemd.reloading();
+                                     reload(*runtime, running);
+                                     systemd.reloaded(status_line(*runtime));
+                                   },
+                               .tick =
+                                   [&] {
+                                     runtime->tick();
+                                     systemd.tick(status_line(*runtime));
+                                   }});
   const auto grace = running->proxy.shutdown_grace;
+  systemd.stopping("stopping: " + std::to_string(runtime->active_connections()) +
+                   " connections draining");
   log::info(std::string("received ") + signal_name(sig) +
             ", stopping: listeners closed, idle connections closed, " +
             std::to_string(runtime->active_connections()) + " connections get up to " +
