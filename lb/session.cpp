@@ -351,6 +351,9 @@ void Session::on_connected() {
   opts.a_timeout = frontend_.client_timeout;
   opts.b_timeout = frontend_.server_timeout;
   opts.idle_timeout = frontend_.tunnel_timeout;
+  // Both sides are plain sockets: splice, no user-space copies.
+  opts.direct = true;
+  opts.pipes = &worker_.pipes();
   relay_ = std::make_unique<Relay>(
       std::move(client_), std::move(server_), opts, [this](const Relay::Result& r) {
         switch (r.end) {

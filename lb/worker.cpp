@@ -20,12 +20,19 @@ constexpr timeval kResumeCheck{0, 50 * 1000};
 constexpr int kBacklog = 1024;
 // How often queued sessions look for a slot freed on another worker.
 constexpr timeval kQueuePoll{0, 20 * 1000};
+// Pipes for the relays' splice(2): one per direction with bytes in flight,
+// so the limit only matters under many concurrent transfers (then relays
+// copy). 256 KiB pipes: a splice moves up to that much per call.
+constexpr size_t kMaxPipes = 1024;
+constexpr size_t kMaxIdlePipes = 64;
+constexpr size_t kPipeBytes = 256 * 1024;
 }  // namespace
 
 Worker::Worker(int index, size_t frontend_slots, GlobalLimits& limits)
     : index_(index),
       limits_(limits),
       loop_("lb-worker-" + std::to_string(index)),
+      pipes_(kMaxPipes, kMaxIdlePipes, kPipeBytes),
       counters_(frontend_slots) {
   resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
   queue_timer_.reset(evtimer_new(loop_.base(), queue_cb, this));

@@ -18,6 +18,7 @@
 #include "counter.h"
 #include "event_loop.h"
 #include "frontend.h"
+#include "pipe_pool.h"
 
 namespace edgepin::lb {
 
@@ -99,6 +100,8 @@ class Worker {
   // this worker's loop thread (post it).
   std::vector<SessionInfo> describe_sessions(size_t limit) const;
   EventLoopThread& loop() { return loop_; }
+  // The pipes its sessions' relays splice through (this thread only).
+  PipePool& pipes() { return pipes_; }
 
   // Called by a session when it is over: the worker destroys it.
   void release(Session* s);
@@ -157,6 +160,7 @@ class Worker {
   int index_;
   GlobalLimits& limits_;
   EventLoopThread loop_;
+  PipePool pipes_;  // declared before sessions_: relays give their pipes back when destroyed
   std::vector<std::unique_ptr<Binding>> bindings_;
   std::vector<std::unique_ptr<Binding>> prepared_;  // opened by prepare(), not accepting yet
   // The frontend (and so the snapshot) each session started with, released

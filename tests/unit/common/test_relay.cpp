@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <random>
 #include <string_view>
@@ -18,14 +19,44 @@ using namespace edgepin;
 
 namespace {
 
+// The relay's ways of moving bytes; every test runs in each.
+enum class Mode {
+  Buffered,  // through the bufferevents (the node-proxy's tunnels)
+  Direct,    // the relay reads and writes the sockets, no pipes to splice through
+  Splice,    // the lb's way: splice(2) through pipes lent by a pool
+};
+
+const char* name(Mode m) {
+  switch (m) {
+    case Mode::Buffered:
+      return "buffered";
+    case Mode::Direct:
+      return "direct";
+    case Mode::Splice:
+      return "splice";
+  }
+  return "?";
+}
+
+#define EACH_MODE()                                                       \
+  const Mode mode = GENERATE(Mode::Buffered, Mode::Direct, Mode::Splice); \
+  INFO("mode " << name(mode))
+
 struct Harness {
   EventBasePtr base{event_base_new()};
+  // Small pipes so that tests cross pipe boundaries often.
+  PipePool pipes{8, 2, 16 * 1024};
   int client = -1, server = -1;  // the outer ends the test drives
   std::unique_ptr<Relay> relay;
   std::optional<Relay::Result> result;
-  size_t max_buffered = 0;  // largest output buffer seen on either side
+  size_t max_buffered = 0;  // most bytes the relay held at once
 
-  explicit Harness(Relay::Options opts) {
+  // `before_start` may put bytes into the bufferevents before the relay
+  // starts (what the lb inspected, a PROXY header it queued).
+  Harness(Relay::Options opts, Mode mode,
+          const std::function<void(bufferevent*, bufferevent*)>& before_start = {}) {
+    opts.direct = mode != Mode::Buffered;
+    opts.pipes = mode == Mode::Splice ? &pipes : nullptr;
     int p1[2], p2[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, p1) == 0);
     REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, p2) == 0);
@@ -34,6 +65,7 @@ struct Harness {
     for (int fd : {client, server, p1[1], p2[1]}) fcntl(fd, F_SETFL, O_NONBLOCK);
     BufferEventPtr a(bufferevent_socket_new(base.get(), p1[1], BEV_OPT_CLOSE_ON_FREE));
     BufferEventPtr b(bufferevent_socket_new(base.get(), p2[1], BEV_OPT_CLOSE_ON_FREE));
+    if (before_start) before_start(a.get(), b.get());
     relay = std::make_unique<Relay>(std::move(a), std::move(b), opts,
                                     [this](const Relay::Result& r) { result = r; });
     relay->start();
@@ -45,11 +77,7 @@ struct Harness {
   }
   void turn() {
     event_base_loop(base.get(), EVLOOP_NONBLOCK);
-    if (!result) {
-      max_buffered =
-          std::max({max_buffered, evbuffer_get_length(bufferevent_get_output(relay->a())),
-                    evbuffer_get_length(bufferevent_get_output(relay->b()))});
-    }
+    if (!result) max_buffered = std::max(max_buffered, relay->buffered());
   }
 };
 
@@ -130,7 +158,7 @@ Relay::Options timeout_options(int a_ms, int b_ms, int tunnel_ms) {
 struct TimeoutHarness : Harness {
   std::vector<uint8_t> at_client, at_server;
 
-  explicit TimeoutHarness(const Relay::Options& opts) : Harness(opts) {}
+  TimeoutHarness(const Relay::Options& opts, Mode mode) : Harness(opts, mode) {}
 
   void turn_for(std::chrono::milliseconds d) { ::turn_for(*this, d, at_client, at_server); }
 
@@ -147,9 +175,10 @@ struct TimeoutHarness : Harness {
 }  // namespace
 
 TEST_CASE("relay: both directions byte-exact, then half-close each way") {
+  EACH_MODE();
   Relay::Options opts;
   opts.high_watermark = 32 * 1024;
-  Harness h(opts);
+  Harness h(opts, mode);
   auto up = random_bytes(8 << 20, 1), down = random_bytes(6 << 20, 2);
   std::vector<uint8_t> got_up, got_down;
   size_t up_pos = 0, down_pos = 0;
@@ -184,9 +213,10 @@ TEST_CASE("relay: both directions byte-exact, then half-close each way") {
 }
 
 TEST_CASE("relay: a peer that does not read stalls the sender, memory stays bounded") {
+  EACH_MODE();
   Relay::Options opts;
   opts.high_watermark = 16 * 1024;
-  Harness h(opts);
+  Harness h(opts, mode);
   auto data = random_bytes(32 << 20, 3);
   size_t pos = 0;
   for (int i = 0; i < 2000 && pos < data.size(); ++i) {
@@ -209,9 +239,10 @@ TEST_CASE("relay: a peer that does not read stalls the sender, memory stays boun
 }
 
 TEST_CASE("relay: idle timeout ends a silent connection, traffic keeps it alive") {
+  EACH_MODE();
   Relay::Options opts;
   opts.idle_timeout = {0, 200 * 1000};
-  Harness h(opts);
+  Harness h(opts, mode);
   auto start = std::chrono::steady_clock::now();
   std::vector<uint8_t> one{1}, sink;
   auto last_write = start;
@@ -239,7 +270,8 @@ TEST_CASE("relay: idle timeout ends a silent connection, traffic keeps it alive"
 }
 
 TEST_CASE("relay: a reset on one side ends the relay with that side's error") {
-  Harness h(Relay::Options{});
+  EACH_MODE();
+  Harness h(Relay::Options{}, mode);
   linger l{1, 0};  // close with RST
   setsockopt(h.server, SOL_SOCKET, SO_LINGER, &l, sizeof l);
   std::vector<uint8_t> data(1000, 7);
@@ -260,7 +292,8 @@ TEST_CASE("relay: a reset on one side ends the relay with that side's error") {
 }
 
 TEST_CASE("relay: stop() ends at once and reports Stopped") {
-  Harness h(Relay::Options{});
+  EACH_MODE();
+  Harness h(Relay::Options{}, mode);
   h.relay->stop();
   REQUIRE(h.result);
   CHECK(h.result->end == RelayEnd::Stopped);
@@ -271,7 +304,8 @@ TEST_CASE("relay: stop() ends at once and reports Stopped") {
 // show as the wrong Result::timeout, never as a pass.
 
 TEST_CASE("relay timeouts: a client that never speaks hits the client (a) timeout") {
-  TimeoutHarness h(timeout_options(150, 3000, 5000));
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(150, 3000, 5000), mode);
   const auto start = Clock::now();
   CHECK(h.idle_end() == RelayTimeout::A);
   CHECK(Clock::now() - start >= std::chrono::milliseconds(140));
@@ -279,7 +313,8 @@ TEST_CASE("relay timeouts: a client that never speaks hits the client (a) timeou
 }
 
 TEST_CASE("relay timeouts: a server that does not answer hits the server (b) timeout") {
-  TimeoutHarness h(timeout_options(3000, 150, 5000));
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(3000, 150, 5000), mode);
   send_bytes(h.client, "hello");
   const auto start = Clock::now();
   h.turn_for(std::chrono::milliseconds(50));
@@ -291,7 +326,8 @@ TEST_CASE("relay timeouts: a server that does not answer hits the server (b) tim
 
 TEST_CASE(
     "relay timeouts: without a tunnel timeout, the side that did not speak last is waited for") {
-  TimeoutHarness h(timeout_options(200, 200, 0));
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(200, 200, 0), mode);
   // A conversation with pauses shorter than the limits stays up, whoever
   // is expected to speak next.
   for (int i = 0; i < 4; ++i) {
@@ -308,7 +344,8 @@ TEST_CASE(
 }
 
 TEST_CASE("relay timeouts: once bytes flowed both ways the tunnel timeout replaces both") {
-  TimeoutHarness h(timeout_options(100, 100, 600));
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(100, 100, 600), mode);
   send_bytes(h.client, "ping");
   h.turn_for(std::chrono::milliseconds(30));
   send_bytes(h.server, "pong");
@@ -324,9 +361,10 @@ TEST_CASE("relay timeouts: once bytes flowed both ways the tunnel timeout replac
 TEST_CASE(
     "relay timeouts: a short tunnel timeout is not missed while the timer sleeps for a longer "
     "one") {
+  EACH_MODE();
   // The lazy timer sleeps for the client timeout at first; the exchange
   // then switches to the much shorter tunnel timeout.
-  TimeoutHarness h(timeout_options(3000, 3000, 150));
+  TimeoutHarness h(timeout_options(3000, 3000, 150), mode);
   send_bytes(h.client, "x");
   h.turn_for(std::chrono::milliseconds(30));
   send_bytes(h.server, "y");
@@ -337,7 +375,8 @@ TEST_CASE(
 }
 
 TEST_CASE("relay timeouts: after the client's half-close only the server is waited for") {
-  TimeoutHarness h(timeout_options(3000, 200, 5000));
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(3000, 200, 5000), mode);
   // The server speaks first (a banner): the client is waited for...
   send_bytes(h.server, "banner");
   h.turn_for(std::chrono::milliseconds(50));
@@ -352,9 +391,10 @@ TEST_CASE("relay timeouts: after the client's half-close only the server is wait
 }
 
 TEST_CASE("relay timeouts: a client that stops reading is the side waited for") {
+  EACH_MODE();
   Relay::Options opts = timeout_options(200, 3000, 5000);
   opts.high_watermark = 16 * 1024;
-  Harness h(opts);
+  Harness h(opts, mode);
   auto data = random_bytes(8 << 20, 9);
   size_t pos = 0;
   // The server streams; the client reads nothing: once back-pressure stops
@@ -369,4 +409,115 @@ TEST_CASE("relay timeouts: a client that stops reading is the side waited for") 
   CHECK(pos < data.size());
   CHECK(h.result->end == RelayEnd::IdleTimeout);
   CHECK(h.result->timeout == RelayTimeout::A);
+}
+
+TEST_CASE(
+    "relay: bytes the owner read or queued before start go first, then the stream, byte-exact") {
+  EACH_MODE();
+  const std::string hello = "inspected-client-hello", header = "PROXY-header:";
+  Harness h(Relay::Options{}, mode, [&](bufferevent* a, bufferevent* b) {
+    // A socket bufferevent's input only takes bytes it read itself (its end
+    // is frozen); thaw it for a moment to stand for bytes read earlier.
+    evbuffer* in = bufferevent_get_input(a);
+    evbuffer_unfreeze(in, 0);
+    REQUIRE(evbuffer_add(in, hello.data(), hello.size()) == 0);
+    evbuffer_freeze(in, 0);
+    evbuffer_add(bufferevent_get_output(b), header.data(), header.size());
+  });
+  auto rest = random_bytes(1 << 20, 11);
+  std::vector<uint8_t> expected(header.begin(), header.end());
+  expected.insert(expected.end(), hello.begin(), hello.end());
+  expected.insert(expected.end(), rest.begin(), rest.end());
+  std::vector<uint8_t> got;
+  size_t pos = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (got.size() < expected.size() && Clock::now() < deadline) {
+    write_some(h.client, rest, pos);
+    h.turn();
+    read_some(h.server, got);
+  }
+  CHECK(got == expected);
+  CHECK(h.relay->bytes_a_to_b() == hello.size() + rest.size());
+}
+
+TEST_CASE(
+    "relay: the observer sees the server's first bytes, then the rest passes unobserved and "
+    "byte-exact") {
+  EACH_MODE();
+  Harness h(Relay::Options{}, mode);
+  std::vector<uint8_t> observed;
+  h.relay->observe_b_to_a([&](std::span<const uint8_t> bytes) {
+    observed.insert(observed.end(), bytes.begin(), bytes.end());
+    if (observed.size() >= 5) h.relay->observe_b_to_a(nullptr);  // seen enough
+  });
+  send_bytes(h.server, "FLIGHT");
+  std::vector<uint8_t> at_client, at_server;
+  turn_for(h, std::chrono::milliseconds(50), at_client, at_server);
+  REQUIRE(at_client.size() == 6);
+  CHECK(std::string(observed.begin(), observed.end()) == "FLIGHT");
+  auto rest = random_bytes(2 << 20, 12);
+  size_t pos = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (at_client.size() < 6 + rest.size() && Clock::now() < deadline) {
+    write_some(h.server, rest, pos);
+    h.turn();
+    read_some(h.client, at_client);
+  }
+  CHECK(observed.size() == 6);
+  REQUIRE(at_client.size() == 6 + rest.size());
+  CHECK(std::equal(rest.begin(), rest.end(), at_client.begin() + 6));
+}
+
+TEST_CASE("relay (splice): an idle relay holds no pipe and no buffer; pipes are reused") {
+  Harness h(Relay::Options{}, Mode::Splice);
+  auto data = random_bytes(512 * 1024, 13);
+  std::vector<uint8_t> at_client, at_server;
+  for (int round = 0; round < 3; ++round) {
+    size_t pos = 0;
+    at_server.clear();
+    const auto deadline = Clock::now() + std::chrono::seconds(30);
+    while (at_server.size() < data.size() && Clock::now() < deadline) {
+      write_some(h.client, data, pos);
+      h.turn();
+      read_some(h.server, at_server);
+    }
+    REQUIRE(at_server == data);
+    turn_for(h, std::chrono::milliseconds(20), at_client, at_server);
+    // Between bursts: nothing held, the pipe went back to the pool.
+    CHECK(h.relay->buffered() == 0);
+    CHECK(h.pipes.in_use() == 0);
+    CHECK(h.pipes.idle() == 1);
+  }
+  CHECK(h.pipes.refusals() == 0);
+}
+
+TEST_CASE("relay (splice): with the pool exhausted the relay copies instead, byte-exact") {
+  Relay::Options opts;
+  opts.direct = true;
+  PipePool none(0, 0, 0);  // lends nothing
+  EventBasePtr base{event_base_new()};
+  int p1[2], p2[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, p1) == 0);
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, p2) == 0);
+  for (int fd : {p1[0], p1[1], p2[0], p2[1]}) fcntl(fd, F_SETFL, O_NONBLOCK);
+  opts.pipes = &none;
+  std::optional<Relay::Result> result;
+  Relay relay(BufferEventPtr(bufferevent_socket_new(base.get(), p1[1], BEV_OPT_CLOSE_ON_FREE)),
+              BufferEventPtr(bufferevent_socket_new(base.get(), p2[1], BEV_OPT_CLOSE_ON_FREE)),
+              opts, [&](const Relay::Result& r) { result = r; });
+  relay.start();
+  auto data = random_bytes(1 << 20, 14);
+  std::vector<uint8_t> got;
+  size_t pos = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (got.size() < data.size() && Clock::now() < deadline) {
+    write_some(p1[0], data, pos);
+    event_base_loop(base.get(), EVLOOP_NONBLOCK);
+    read_some(p2[0], got);
+  }
+  CHECK(got == data);
+  CHECK(none.refusals() > 0);
+  CHECK_FALSE(result);
+  close(p1[0]);
+  close(p2[0]);
 }
