@@ -126,8 +126,13 @@ void Relay::on_eof(Side& src) {
   if (!a_.eof && !b_.eof) a_closed_first_ = (&src == &a_);
   src.eof = true;
   // An EOF is news too: from here on only the other side can speak, and
-  // its clock starts now.
+  // its clock starts now, possibly under a shorter limit than the one the
+  // timer sleeps for (a half-closed tunnel): wake up in time for it.
   touch();
+  if (idle_timer_) {
+    const timeval period = check_period();
+    evtimer_add(idle_timer_.get(), &period);
+  }
 }
 
 size_t Relay::pending(const Side& src) const {
@@ -416,23 +421,27 @@ void Relay::release_idle(Side& src) {
 // Inactivity
 
 Relay::Wait Relay::waiting() const {
+  if (a_.eof != b_.eof) {
+    // Half-closed: the side that closed has nothing more to say; the other
+    // one is waited for under its own limit, not the tunnel's.
+    const bool wait_for_b = a_.eof;
+    const timeval& own = wait_for_b ? options_.b_timeout : options_.a_timeout;
+    if (is_set(own)) return {wait_for_b ? RelayTimeout::B : RelayTimeout::A, own};
+    return {RelayTimeout::Tunnel, options_.idle_timeout};
+  }
   const bool unidirectional_limits = is_set(options_.a_timeout) || is_set(options_.b_timeout);
   if (is_set(options_.idle_timeout) && (!unidirectional_limits || (a_.bytes && b_.bytes)))
     return {RelayTimeout::Tunnel, options_.idle_timeout};
-  bool wait_for_b;
-  if (a_.eof != b_.eof) {
-    wait_for_b = a_.eof;  // the side that closed has nothing more to say
-  } else {
-    // Whoever spoke last is waiting for an answer from the other side
-    // (before anyone spoke, the client is expected to start).
-    wait_for_b = last_speaker_ == &a_;
-  }
+  // Whoever spoke last is waiting for an answer from the other side
+  // (before anyone spoke, the client is expected to start).
+  const bool wait_for_b = last_speaker_ == &a_;
   return wait_for_b ? Wait{RelayTimeout::B, options_.b_timeout}
                     : Wait{RelayTimeout::A, options_.a_timeout};
 }
 
 timeval Relay::check_period() const {
-  // In the tunnel nothing else can apply any more.
+  // In the tunnel only an EOF switches to another limit, and on_eof()
+  // re-arms the timer for it.
   if (waiting().which == RelayTimeout::Tunnel) return options_.idle_timeout;
   return shorter(shorter(options_.a_timeout, options_.b_timeout), options_.idle_timeout);
 }

@@ -26,14 +26,17 @@
 // Inactivity, in HAProxy's terms (side a is the client, side b the server):
 // - `a_timeout` applies while the relay waits for a to send, `b_timeout`
 //   while it waits for b. It waits for the side that did not speak last;
-//   before anyone spoke it waits for a (a side that sent EOF has nothing
-//   more to say, so then it waits for the other one). A side that does not
-//   read what it is sent also counts as the one waited for, since the
-//   other side then stops being read.
+//   before anyone spoke it waits for a. A side that does not read what it
+//   is sent also counts as the one waited for, since the other side then
+//   stops being read.
+// - Once one side has closed (EOF) and the other has not, the other is
+//   waited for under its own timeout (HAProxy's client-fin/server-fin):
+//   a half-closed connection does not get the long tunnel timeout.
 // - `idle_timeout` (the tunnel timeout), when set, replaces both once bytes
-//   have flowed both ways: then only a silence of both sides for that long
-//   ends the relay. With `a_timeout` and `b_timeout` both unset it applies
-//   from the start.
+//   have flowed both ways and neither side has closed: then only a silence
+//   of both sides for that long ends the relay. With `a_timeout` and
+//   `b_timeout` both unset it applies from the start, and to a half-closed
+//   connection too.
 // The timer is lazy: a read only stores the time; the timer, when it
 // fires, goes back to sleep for whatever is left. No timer work per read.
 //

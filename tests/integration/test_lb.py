@@ -503,6 +503,34 @@ class Limits(LbTestCase):
         self.assertLess(took, 4)
         self.the_line(lb, "client_timeout")
 
+    def test_half_closed_client_gets_the_client_timeout_once_the_server_closed(self):
+        # Issue 12: the node answers and closes its side; a client that keeps
+        # its own side open must not hold the connection for the tunnel
+        # timeout (10 s here), only for the client timeout.
+        self.add_backends(1, mode="tcp")
+        lb = self.start_lb(self.write_config(mode="tcp", lb_overrides={
+            "timeouts": {"client_ms": 400, "server_ms": 5000, "tunnel_ms": 10000}}))
+        s = t.tcp_connect("127.0.0.1", self.lb_port)
+        s.sendall(b"WHO\n")  # the backend answers one line, then shuts its side
+        s.settimeout(5)
+        answer = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break  # the server's close, passed on by the lb
+            answer += chunk
+        closed_by_server = time.monotonic()
+        self.assertTrue(answer.startswith(b"name=node1 "), answer)
+        # The client stays silent with its side open; the lb closes it.
+        line = wait_for(lambda: [l for l in conn_lines(lb) if l["end"] != "closed"], 5,
+                        "the lb to close the half-closed client")[0]
+        took = time.monotonic() - closed_by_server
+        s.close()
+        self.assertEqual(line["end"], "client_timeout")
+        self.assertEqual(line["bytes_in"], "4")
+        self.assertLess(took, 4)
+        self.assertGreaterEqual(int(line["duration_ms"]), 350)
+
     def test_global_maxconn_leaves_excess_clients_in_the_backlog(self):
         self.add_backends(1, mode="tcp")
         stats_port = t.free_port()

@@ -521,3 +521,37 @@ TEST_CASE("relay (splice): with the pool exhausted the relay copies instead, byt
   close(p1[0]);
   close(p2[0]);
 }
+// Issue 12: a client that keeps its side open after the server answered and
+// closed must not hold the connection for the tunnel timeout.
+TEST_CASE(
+    "relay timeouts: once the server closed its side, a silent client gets the client timeout") {
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(200, 3000, 5000), mode);
+  send_bytes(h.client, "request");
+  h.turn_for(std::chrono::milliseconds(30));
+  send_bytes(h.server, "answer");
+  h.turn_for(std::chrono::milliseconds(30));
+  // Bytes went both ways (the tunnel timeout would apply); then the server
+  // closes its side and the client says nothing more.
+  shutdown(h.server, SHUT_WR);
+  const auto shut = Clock::now();
+  CHECK(h.idle_end() == RelayTimeout::A);
+  CHECK(Clock::now() - shut >= std::chrono::milliseconds(190));
+  CHECK(Clock::now() - shut < std::chrono::milliseconds(2500));
+  CHECK(h.at_client == std::vector<uint8_t>{'a', 'n', 's', 'w', 'e', 'r'});
+}
+
+TEST_CASE(
+    "relay timeouts: once the client closed its side after an exchange, a silent server gets the "
+    "server timeout") {
+  EACH_MODE();
+  TimeoutHarness h(timeout_options(3000, 200, 5000), mode);
+  send_bytes(h.client, "request");
+  h.turn_for(std::chrono::milliseconds(30));
+  send_bytes(h.server, "answer");
+  h.turn_for(std::chrono::milliseconds(30));
+  shutdown(h.client, SHUT_WR);
+  const auto shut = Clock::now();
+  CHECK(h.idle_end() == RelayTimeout::B);
+  CHECK(Clock::now() - shut < std::chrono::milliseconds(2500));
+}
