@@ -57,6 +57,10 @@ bool is_edgepin_field(std::string_view name) noexcept {
          http1::iequals(name.substr(0, kEdgepinFieldPrefix.size()), kEdgepinFieldPrefix);
 }
 
+bool has_underscore(std::string_view name) noexcept {
+  return name.find('_') != std::string_view::npos;
+}
+
 namespace {
 
 std::string_view trim_ows(std::string_view s) {
@@ -259,6 +263,8 @@ void build_upstream_request(const http1::RequestHead& head, const ClientInfo& cl
     if (http1::is_hop_by_hop(f.name, head.fields, hop)) continue;
     if (is_forwarding_field(f.name)) continue;
     if (is_edgepin_field(f.name)) continue;
+    if (policy.underscore_fields == config::UnderscoreFields::Drop && has_underscore(f.name))
+      continue;
     if (http1::iequals(f.name, "expect") && !head.expect_continue) continue;
     append_field(out, f.name, f.value);
   }

@@ -22,6 +22,10 @@
 //     -Protocol, Forwarded, X-Real-IP) are removed wherever and however
 //     often they appear, in any letter case, and the proxy writes its own
 //     from ClientInfo, so that nothing a client sends can spoof them.
+//   - fields whose name contains "_" go unless the policy says "pass"
+//     (config::UnderscoreFields): X_Forwarded_For is a valid field name,
+//     but a backend that maps "_" to "-" would take it for the proxy's
+//     X-Forwarded-For (nginx drops them by default for the same reason).
 //   - Expect is kept only for a recognised "100-continue" (the upstream
 //     answers it; the proxy relays its 100).
 //   - the peer link's own fields (X-Edgepin-*) are removed as well: only
@@ -58,6 +62,9 @@ inline constexpr std::string_view kForwardingFields[] = {
 
 // True when `name` (any case) is one of kForwardingFields.
 bool is_forwarding_field(std::string_view name) noexcept;
+
+// True when `name` contains an underscore (dropped unless configured).
+bool has_underscore(std::string_view name) noexcept;
 
 // The node-proxies' own fields start with this (any case).
 inline constexpr std::string_view kEdgepinFieldPrefix = "x-edgepin-";

@@ -10,7 +10,10 @@ std::string ms(std::chrono::milliseconds d) { return std::to_string(d.count()) +
 
 std::string binds_of(const std::vector<SocketAddress>& binds) {
   std::string s;
-  for (const auto& b : binds) s += (s.empty() ? "" : " ") + b.to_string();
+  for (const auto& b : binds) {
+    if (!s.empty()) s += ' ';
+    s += b.to_string();
+  }
   return s;
 }
 
@@ -197,8 +200,10 @@ ConfigDiff diff_node_proxy(const NodeConfigSet& from, const NodeConfigSet& to) {
       std::tie(b.upstream.pool_size, b.upstream.connect_timeout, b.upstream.response_timeout,
                b.upstream.idle_timeout))
     d.applied.push_back("upstream settings");
-  if (std::tie(a.headers.forwarded_rfc7239, a.headers.x_forwarded_host, a.headers.x_real_ip) !=
-      std::tie(b.headers.forwarded_rfc7239, b.headers.x_forwarded_host, b.headers.x_real_ip))
+  if (std::tie(a.headers.forwarded_rfc7239, a.headers.x_forwarded_host, a.headers.x_real_ip,
+               a.headers.underscore_fields) !=
+      std::tie(b.headers.forwarded_rfc7239, b.headers.x_forwarded_host, b.headers.x_real_ip,
+               b.headers.underscore_fields))
     d.applied.push_back("header policy");
   if (std::tie(a.timeouts.tls_handshake, a.timeouts.client_header, a.timeouts.client_idle,
                a.timeouts.client, a.timeouts.tunnel) !=

@@ -308,6 +308,9 @@ NodeProxyConfig parse_node_proxy(const JsonDocument& doc, const ClusterConfig& c
         p.forwarded_rfc7239 = h.boolean("forwarded_rfc7239", p.forwarded_rfc7239);
         p.x_forwarded_host = h.boolean("x_forwarded_host", p.x_forwarded_host);
         p.x_real_ip = h.boolean("x_real_ip", p.x_real_ip);
+        if (auto u = h.get("underscore_fields"))
+          p.underscore_fields = u->as_enum<UnderscoreFields>(
+              {{"drop", UnderscoreFields::Drop}, {"pass", UnderscoreFields::Pass}});
         return p;
       });
     }

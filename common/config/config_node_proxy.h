@@ -104,10 +104,17 @@ struct UpstreamConfig {
   std::chrono::milliseconds idle_timeout{15000};
 };
 
+// What happens to a request field whose name contains "_": backends that
+// map "_" to "-" (CGI variables, some servlet filters) would read
+// X_Forwarded_For as the proxy's X-Forwarded-For, so they are dropped by
+// default, as nginx does ("underscores_in_headers off").
+enum class UnderscoreFields : uint8_t { Drop, Pass };
+
 struct HeaderPolicy {
   bool forwarded_rfc7239 = false;  // also write Forwarded: for=...;proto=...
   bool x_forwarded_host = false;   // also write X-Forwarded-Host
   bool x_real_ip = false;          // also write X-Real-IP
+  UnderscoreFields underscore_fields = UnderscoreFields::Drop;
 };
 
 struct NodeLimits {

@@ -87,9 +87,10 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
         return lib.proxy_v2(client, public)
 
     def https(self, path="/", proxy_header=None, source=TRUSTED, tls_max=None, no_ticket=False,
-              session=None, sni=NODE):
-        """One request over a new TLS connection. Returns (status, body
-        bytes, ssl socket facts)."""
+              session=None, sni=NODE, headers=None):
+        """One request over a new TLS connection, with `headers` (a dict)
+        besides Connection: close. Returns (status, body bytes, ssl socket
+        facts)."""
         raw = lib.tcp_connect(NODE_ADDRESS, self.tls_port, source=(source, 0), timeout=10)
         try:
             if proxy_header:
@@ -104,7 +105,7 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
                      "alpn": s.selected_alpn_protocol()}
             conn = http.client.HTTPConnection(NODE, timeout=10)
             conn.sock = s
-            conn.request("GET", path, headers={"Connection": "close"})
+            conn.request("GET", path, headers=dict(headers or {}, Connection="close"))
             resp = conn.getresponse()
             # Taken before the body is read: reading it to the end closes
             # the socket. A TLS 1.3 ticket arrived before the response.
@@ -172,6 +173,46 @@ class NodeProxyTlsTest(lib.EdgepinTestCase):
         ctx.set_alpn_protocols(["h2", "http/1.1"])
         with ctx.wrap_socket(raw, server_hostname=NODE) as s:
             self.assertEqual(s.selected_alpn_protocol(), "http/1.1")
+
+    # Issue 12 point 7: a backend that maps "_" to "-" in field names (CGI
+    # variables, some servlet filters) would read X_Forwarded_For as the
+    # proxy's X-Forwarded-For. The node-proxy drops such fields by default,
+    # as nginx does ("underscores_in_headers off").
+    UNDERSCORE_FIELDS = {"X_Forwarded_For": "6.6.6.6", "x_forwarded_proto": "http",
+                         "X_Real_IP": "6.6.6.6", "Transfer_Encoding": "chunked",
+                         "Content_Length": "5", "My_Header": "kept?"}
+
+    def test_underscore_field_names_never_reach_the_upstream(self):
+        self.setup_node()
+        status, body, _ = self.https("/u", proxy_header=self.header_for(),
+                                     headers=self.UNDERSCORE_FIELDS)
+        self.assertEqual(status, 200, body)
+        echo = json.loads(body)
+        self.assertEqual([n for n in echo["header_names"] if "_" in n], [], echo)
+        self.assertNotIn(b"6.6.6.6", body)
+        self.assertEqual(echo["headers"]["x-forwarded-for"], "203.0.113.7")
+        self.assertEqual(echo["headers"]["x-forwarded-proto"], "https")
+        self.assertEqual(echo["path"], "/u")
+
+    def test_underscore_field_names_pass_when_configured(self):
+        conf = self.make_config()
+        path = os.path.join(conf, "node-proxy.json")
+        np = lib.read_json(path)
+        np["headers"]["underscore_fields"] = "pass"
+        lib.write_json(path, np)
+        self.upstream = self.start_upstream()
+        self.start_node_proxy(conf)
+        self.node_proxy.wait_for_stderr("is UP", timeout=10)
+        status, body, _ = self.https("/u", proxy_header=self.header_for(),
+                                     headers=self.UNDERSCORE_FIELDS)
+        self.assertEqual(status, 200, body)
+        echo = json.loads(body)
+        self.assertEqual(sorted(n for n in echo["header_names"] if "_" in n),
+                         sorted(self.UNDERSCORE_FIELDS), echo)
+        # Passed as ordinary fields: the proxy's own values are unchanged
+        # (a backend that does not map "_" to "-" is not misled).
+        self.assertEqual(echo["headers"]["x-forwarded-for"], "203.0.113.7")
+        self.assertEqual(echo["headers"]["my_header"], "kept?")
 
     def test_resumption_is_tagged_and_counted(self):
         self.setup_node()

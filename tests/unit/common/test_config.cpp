@@ -562,6 +562,12 @@ TEST_CASE("broken configurations give one exact line naming file and JSON pointe
       {kNode1, set("node-proxy.json", "/listeners/0/proxy_protocol", "\"v3\""),
        "{dir}/node-proxy.json: /listeners/0/proxy_protocol: expected one of \"none\", \"v1\", "
        "\"v2\", \"any\", got \"v3\""},
+      {kNode1, set("node-proxy.json", "/headers/underscore_fields", "\"allow\""),
+       "{dir}/node-proxy.json: /headers/underscore_fields: expected one of \"drop\", \"pass\", "
+       "got \"allow\""},
+      {kNode1, set("node-proxy.json", "/headers/underscore_fields", "false"),
+       "{dir}/node-proxy.json: /headers/underscore_fields: expected one of \"drop\", \"pass\", "
+       "got boolean"},
       {kNode1, set("node-proxy.json", "/listeners/0/trusted_proxies/0", "\"127.0.0.1/33\""),
        "{dir}/node-proxy.json: /listeners/0/trusted_proxies/0: bad prefix length \"33\" in "
        "CIDR \"127.0.0.1/33\" (0..32)"},
@@ -897,6 +903,7 @@ TEST_CASE("omitted keys take the documented defaults", "[config]") {
   CHECK_FALSE(p.headers.forwarded_rfc7239);
   CHECK_FALSE(p.headers.x_forwarded_host);
   CHECK_FALSE(p.headers.x_real_ip);
+  CHECK(p.headers.underscore_fields == config::UnderscoreFields::Drop);
   CHECK(p.limits.max_header_bytes == 16384);
   CHECK(p.limits.max_headers == 100);
   CHECK(p.limits.max_body_bytes == 0);

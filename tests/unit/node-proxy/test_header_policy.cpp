@@ -538,3 +538,54 @@ TEST_CASE("relayed_client_info: repeated or malformed fields are refused") {
     CHECK_FALSE(error.empty());
   }
 }
+
+// Issue 12 point 7: underscore field names.
+TEST_CASE("fields named with '_' are dropped by default, in any case and position") {
+  const std::string raw =
+      "POST /form HTTP/1.1\r\nHost: app.example\r\n"
+      "X_Forwarded_For: 6.6.6.6\r\n"
+      "x_forwarded_proto: http\r\n"
+      "X-Keep: 1\r\n"
+      "Transfer_Encoding: chunked\r\n"
+      "Content_Length: 99\r\n"
+      "X_Real_IP: 6.6.6.6\r\n"
+      "_: leading\r\n"
+      "Trailing_: x\r\n"
+      "Content-Length: 3\r\n"
+      "\r\nabc";
+  auto out = forward(raw, tls_client("203.0.113.7"));
+  INFO(out->bytes);
+  const auto& h = out->head();
+  for (const auto& f : h.fields) CHECK(f.name.find('_') == std::string_view::npos);
+  CHECK(out->bytes.find("6.6.6.6") == std::string::npos);
+  CHECK(values(h, "X-Forwarded-For") == std::vector<std::string>{"203.0.113.7"});
+  CHECK(values(h, "X-Forwarded-Proto") == std::vector<std::string>{"https"});
+  CHECK(values(h, "X-Keep") == std::vector<std::string>{"1"});
+  // The framing is the parser's (Content-Length: 3), never the dropped fields'.
+  CHECK(values(h, "Content-Length") == std::vector<std::string>{"3"});
+  CHECK(values(h, "Transfer-Encoding").empty());
+}
+
+TEST_CASE("underscore_fields pass forwards them as ordinary fields; the proxy's own stay true") {
+  const std::string raw =
+      "GET / HTTP/1.1\r\nHost: app.example\r\n"
+      "X_Forwarded_For: 6.6.6.6\r\n"
+      "My_Header: kept\r\n"
+      "\r\n";
+  config::HeaderPolicy policy;
+  policy.underscore_fields = config::UnderscoreFields::Pass;
+  auto out = forward(raw, tls_client("203.0.113.7"), policy);
+  INFO(out->bytes);
+  const auto& h = out->head();
+  CHECK(values(h, "X_Forwarded_For") == std::vector<std::string>{"6.6.6.6"});
+  CHECK(values(h, "My_Header") == std::vector<std::string>{"kept"});
+  CHECK(values(h, "X-Forwarded-For") == std::vector<std::string>{"203.0.113.7"});
+}
+
+TEST_CASE("has_underscore") {
+  CHECK(has_underscore("X_Forwarded_For"));
+  CHECK(has_underscore("_"));
+  CHECK(has_underscore("a_"));
+  CHECK_FALSE(has_underscore("X-Forwarded-For"));
+  CHECK_FALSE(has_underscore(""));
+}
