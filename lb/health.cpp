@@ -201,7 +201,10 @@ class HealthChecker::Probe {
       if (++failures_ >= st.fall && was_up) {
         s.healthy.store(false, std::memory_order_relaxed);
         std::string why = to_string(outcome);
-        if (detail) why += " " + std::to_string(detail);
+        if (detail) {
+          why += ' ';  // not `" " + std::to_string(...)`: GCC 12 -O3 -Wrestrict false positive
+          why += std::to_string(detail);
+        }
         log::warning("server " + s.name + " is DOWN (" + to_string(st.type) + " check: " + why +
                      ", " + std::to_string(failures_) + " failures in a row)");
       }

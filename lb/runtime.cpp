@@ -235,7 +235,10 @@ std::string Runtime::start() {
   std::string fe;
   for (const auto& f : snapshot()->frontends) {
     fe += (fe.empty() ? "" : ", ") + f.name + (f.inspect_tls ? " (tls)" : " (tcp)") + " on";
-    for (const auto& b : f.binds) fe += " " + b.to_string();
+    for (const auto& b : f.binds) {
+      fe += ' ';  // not `" " + b.to_string()`: GCC 12 -O3 -Wrestrict false positive
+      fe += b.to_string();
+    }
   }
   log::info("started " + std::to_string(workers_.size()) + " workers, " +
             std::to_string(servers_.size()) + " servers; frontends: " + fe);

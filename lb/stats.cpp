@@ -351,7 +351,14 @@ template <size_t N, typename KeyFn>
 std::string nonzero(const std::array<uint64_t, N>& a, KeyFn key) {
   std::string out;
   for (size_t i = 0; i < N; ++i)
-    if (a[i]) out += (out.empty() ? "" : " ") + key(i) + "=" + std::to_string(a[i]);
+    if (a[i]) {
+      // Appended piece by piece: `" " + key(i)` (a temporary) makes GCC 12
+      // at -O3 warn -Wrestrict inside libstdc++ (a false positive).
+      if (!out.empty()) out += ' ';
+      out += key(i);
+      out += '=';
+      out += std::to_string(a[i]);
+    }
   return out.empty() ? "-" : out;
 }
 

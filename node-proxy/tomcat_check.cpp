@@ -153,7 +153,10 @@ class HealthProbe {
     const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - started_);
     std::string detail(to_string(outcome));
-    if (status) detail += " " + std::to_string(status);
+    if (status) {
+      detail += ' ';  // not `" " + std::to_string(...)`: GCC 12 -O3 -Wrestrict false positive
+      detail += std::to_string(status);
+    }
     detail += ", " + std::to_string(ms.count()) + " ms";
 
     std::atomic<bool>& verdict = *target_.verdict;

@@ -1,50 +1,145 @@
 #!/usr/bin/env bash
-# The whole Edgepin test suite, from a clean clone, as root on Debian 12:
-#   1. installs missing dependencies (deploy/install-deps.sh)
-#   2. builds and runs every test through ctest (unit, fuzz corpus replay,
-#      integration, end-to-end with real Tomcat)
-#   3. builds again with ASan+UBSan and reruns the unit tests and fuzz corpora
-#   4. builds the libFuzzer targets with clang and runs each for a bounded time
-# Exits non-zero on any failure. Environment knobs:
+# The whole Edgepin test suite, from a clean clone, as root on Debian 12
+# (.ci/run runs exactly this). Each stage builds what it needs and runs the
+# tests that matter for that build; any failure stops the run non-zero.
+#
+#   deps      deploy/install-deps.sh (installs only what is missing)
+#   build     RelWithDebInfo, everything, -Werror (EDGEPIN_WERROR=ON)
+#   fast      ctest -L 'unit|fuzz|bench|packaging|check' in that build: unit
+#             tests, fuzz corpus replay, benchmark smoke, cmake --install +
+#             cpack, clang-format / clang-tidy / layering checks
+#   types     Release, MinSizeRel and Debug builds of the two binaries with
+#             -Werror: what a packager's first command does
+#   asan      Debug + ASan + UBSan, everything: unit, fuzz replay,
+#             integration and end-to-end (real Tomcat) tests. A sanitizer
+#             report from any process (the binaries the Python tests start
+#             included) fails the stage: reports go to files that are
+#             checked after ctest, not to a stderr nobody reads.
+#   tsan      RelWithDebInfo + ThreadSanitizer (EDGEPIN_TSAN=ON), the
+#             binaries and test tools only: the integration tests labelled
+#             "threaded" (several workers, stats across workers, SIGHUP
+#             reload and SIGTERM drain under load), reports checked likewise
+#   fuzz      clang + libFuzzer, each target EDGEPIN_FUZZ_SECONDS on a copy
+#             of its corpus (tests/fuzz/README.md: growing the corpus)
+#
+# Why this split: the integration and e2e tests dominate the time, so they
+# run once, in the build where they catch the most (ASan+UBSan); the normal
+# build only runs what is cheap or needs an optimised, uninstrumented build
+# (bench, packaging). Every run prints each stage's time at the end; the
+# budget is 45 min on 2 cores.
+#
+# Environment knobs:
 #   EDGEPIN_JOBS          parallel build/test jobs (default: CPU count)
-#   EDGEPIN_FUZZ_SECONDS  seconds per fuzz target (default 20, 0 skips)
-#   EDGEPIN_SKIP_ASAN=1   skip the sanitizer pass (local iteration only)
+#   EDGEPIN_FUZZ_SECONDS  seconds per fuzz target (default 30, 0 skips)
+#   EDGEPIN_STAGES        stages to run (default: all of the above, in order)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 jobs=${EDGEPIN_JOBS:-$(nproc)}
-fuzz_seconds=${EDGEPIN_FUZZ_SECONDS:-20}
+fuzz_seconds=${EDGEPIN_FUZZ_SECONDS:-30}
+stages=${EDGEPIN_STAGES:-"deps build fast types asan tsan fuzz"}
 
+timings=""
+stage_start=0
 step() { printf '\n=== %s ===\n' "$*"; }
+begin() {
+  stage_start=$SECONDS
+  step "$*"
+}
+end() {
+  local took=$((SECONDS - stage_start))
+  timings+=$(printf '%-6s %3d:%02d' "$1" $((took / 60)) $((took % 60)))$'\n'
+}
+wanted() { [[ " $stages " == *" $1 "* ]]; }
 
-step "dependencies"
-"$root/deploy/install-deps.sh"
+configure() {  # configure BUILD_DIR CMAKE_ARGS...
+  local dir=$1
+  shift
+  cmake -S "$root" -B "$dir" -DEDGEPIN_WERROR=ON "$@" >/dev/null
+}
 
-step "build (RelWithDebInfo)"
-cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build "$root/build" -j "$jobs"
+# Runs ctest in BUILD_DIR with the sanitizer runtime options NAME_OPTIONS
+# pointing every report into a fresh directory; fails if ctest fails or if
+# any process wrote a report (a child that aborted on a finding may have
+# been killed by its test without the test noticing).
+sanitized_ctest() {  # sanitized_ctest BUILD_DIR CTEST_ARGS...
+  local dir=$1
+  shift
+  local reports="$dir/sanitizer-reports"
+  rm -rf "$reports"
+  mkdir -p "$reports"
+  local status=0
+  ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:log_path=$reports/asan" \
+  UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:log_path=$reports/ubsan" \
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:log_path=$reports/tsan:suppressions=$root/tests/tsan.supp" \
+    ctest --test-dir "$dir" --output-on-failure -j "$jobs" "$@" || status=$?
+  if [ -n "$(ls -A "$reports")" ]; then
+    for f in "$reports"/*; do
+      echo "--- sanitizer report $f"
+      head -80 "$f"
+    done
+    echo "sanitizer reports above: FAILED"
+    return 1
+  fi
+  return $status
+}
 
-step "tests"
-ctest --test-dir "$root/build" --output-on-failure -j "$jobs"
-
-if [ "${EDGEPIN_SKIP_ASAN:-0}" != 1 ]; then
-  step "build (ASan + UBSan)"
-  cmake -S "$root" -B "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DEDGEPIN_SANITIZE=ON >/dev/null
-  cmake --build "$root/build-asan" -j "$jobs"
-  step "tests under ASan + UBSan"
-  # Unit tests and the fuzz corpora run under the sanitizers; the
-  # integration and end-to-end tests run once, in the normal build.
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --test-dir "$root/build-asan" --output-on-failure -j "$jobs" -L 'unit|fuzz'
+if wanted deps; then
+  begin "dependencies"
+  "$root/deploy/install-deps.sh"
+  end deps
 fi
 
-if [ "$fuzz_seconds" != 0 ]; then
-  step "libFuzzer (clang), ${fuzz_seconds}s per target"
-  CXX=clang++ cmake -S "$root" -B "$root/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DEDGEPIN_FUZZ=ON -DEDGEPIN_TESTS=ON >/dev/null
+if wanted build; then
+  begin "build (RelWithDebInfo, -Werror)"
+  configure "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo
+  cmake --build "$root/build" -j "$jobs"
+  end build
+fi
+
+if wanted fast; then
+  begin "unit, fuzz replay, bench smoke, packaging, static checks"
+  ctest --test-dir "$root/build" --output-on-failure -j "$jobs" -L 'unit|fuzz|bench|packaging|check'
+  end fast
+fi
+
+if wanted types; then
+  # The packager's command: every CMake build type builds with -Werror (the
+  # optimisers of -O3 and -Os warn about code -O2 does not). The two
+  # binaries are enough; the tests build in the stages above.
+  for type in Release MinSizeRel Debug; do
+    begin "build type $type (edgepin-lb, edgepin-node-proxy)"
+    configure "$root/build-$type" -DCMAKE_BUILD_TYPE=$type -DEDGEPIN_TESTS=OFF
+    cmake --build "$root/build-$type" -j "$jobs" --target edgepin-lb edgepin-node-proxy
+    end "$type"
+  done
+fi
+
+if wanted asan; then
+  begin "build (Debug, ASan + UBSan)"
+  configure "$root/build-asan" -DCMAKE_BUILD_TYPE=Debug -DEDGEPIN_SANITIZE=ON
+  cmake --build "$root/build-asan" -j "$jobs"
+  step "unit, fuzz replay, integration and e2e under ASan + UBSan"
+  sanitized_ctest "$root/build-asan" -L 'unit|fuzz|integration|e2e'
+  end asan
+fi
+
+if wanted tsan; then
+  begin "build (RelWithDebInfo, ThreadSanitizer): binaries and test tools"
+  configure "$root/build-tsan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPIN_TSAN=ON
+  cmake --build "$root/build-tsan" -j "$jobs" --target edgepin-lb edgepin-node-proxy \
+    edgepin-test-backend edgepin-test-pki edgepin-bench-client edgepin-bench-server
+  step "threaded integration tests under ThreadSanitizer"
+  sanitized_ctest "$root/build-tsan" -L threaded
+  end tsan
+fi
+
+if wanted fuzz && [ "$fuzz_seconds" != 0 ]; then
+  begin "libFuzzer (clang), ${fuzz_seconds}s per target"
+  CXX=clang++ configure "$root/build-fuzz" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDGEPIN_FUZZ=ON
   targets=$(cd "$root/tests/fuzz/corpus" && ls)
-  for t in $targets; do cmake --build "$root/build-fuzz" -j "$jobs" --target "fuzz_$t"; done
+  cmake --build "$root/build-fuzz" -j "$jobs" --target $(for t in $targets; do echo "fuzz_$t"; done)
   for t in $targets; do
     # Work on a copy: new inputs the fuzzer finds must not dirty the tree.
     work=$(mktemp -d)
@@ -60,6 +155,9 @@ if [ "$fuzz_seconds" != 0 ]; then
     tail -1 "$work.log"
     rm -rf "$work" "$work.log"
   done
+  end fuzz
 fi
 
-step "all tests passed"
+step "all tests passed; stage times (m:ss)"
+printf '%s' "$timings"
+printf 'total  %3d:%02d\n' $((SECONDS / 60)) $((SECONDS % 60))

@@ -213,7 +213,13 @@ socklen_t SocketAddress::to_sockaddr(sockaddr_storage& out) const {
 
 std::string SocketAddress::to_string() const {
   if (ip_.is_v4()) return ip_.to_string() + ":" + std::to_string(port_);
-  return "[" + ip_.to_string() + "]:" + std::to_string(port_);
+  // Not `"[" + ip_.to_string()`: GCC 12 at -O3 warns (-Wrestrict) inside
+  // libstdc++'s operator+(const char*, string&&), a false positive.
+  std::string s(1, '[');
+  s += ip_.to_string();
+  s += "]:";
+  s += std::to_string(port_);
+  return s;
 }
 
 bool SocketAddress::overlaps(const SocketAddress& other) const {

@@ -8,6 +8,15 @@
 namespace edgepin::config {
 namespace {
 
+// "\"" + value + "\"", built by appending: the operator+ form makes GCC 12
+// at -O3 warn (-Wrestrict) inside libstdc++, a false positive.
+std::string in_quotes(std::string_view value) {
+  std::string s(1, '"');
+  s += value;
+  s += '"';
+  return s;
+}
+
 bool is_name_char(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
          c == '.' || c == '-';
@@ -68,9 +77,9 @@ AffinityConfig read_affinity(const JsonValue& value, const std::filesystem::path
       } else if (v->json().is_string() && v->json().get_ref<const std::string&>() == "auto") {
         a.secure = CookieSecure::Auto;
       } else {
-        v->fail(
-            "expected true, false or \"auto\", got " +
-            (v->json().is_string() ? "\"" + v->json().get<std::string>() + "\"" : v->type_name()));
+        v->fail("expected true, false or \"auto\", got " +
+                (v->json().is_string() ? in_quotes(v->json().get_ref<const std::string&>())
+                                       : v->type_name()));
       }
     }
     a.http_only = o.boolean("http_only", a.http_only);

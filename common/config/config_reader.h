@@ -213,7 +213,11 @@ E JsonValue::as_enum(std::initializer_list<std::pair<std::string_view, E>> choic
   for (const auto& [name, value] : choices) {
     if (json_->is_string() && json_->template get_ref<const std::string&>() == name) return value;
     if (!list.empty()) list += ", ";
-    list += "\"" + std::string(name) + "\"";
+    // Appended piece by piece: `"\"" + std::string(...)` makes GCC 12 at -O3
+    // warn (-Wrestrict) inside libstdc++'s operator+ (a false positive).
+    list += '"';
+    list += name;
+    list += '"';
   }
   if (json_->is_string())
     fail("expected one of " + list + ", got \"" + json_->template get_ref<const std::string&>() +
