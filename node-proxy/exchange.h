@@ -4,8 +4,9 @@
 // client codec (client_codec.h) when a request arrives, it
 //   - answers what the proxy answers itself (builtin_responder.h);
 //   - routes the request (the single routing point): the local Tomcat, or
-//     the owner node's node-proxy over the peer link (affinity.h, DESIGN.md
-//     mechanism 3), never a second hop for a request that was relayed here;
+//     the owner node's node-proxy over the peer link (affinity.h;
+//     docs/stickiness.md, "L7 affinity in the node-proxy"), never a second
+//     hop for a request that was relayed here;
 //   - hands it to an UpstreamRequest (upstream_request.h), streams the body
 //     both ways under back-pressure, and retries or falls back when that is
 //     safe (below);

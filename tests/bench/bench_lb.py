@@ -11,7 +11,8 @@ balancer has three frontends with the same roles:
   tcp      plain relay to the plain backends, no PROXY header;
   tcp_pp2  the same with a PROXY v2 header to the backend;
   tls      ClientHello inspection and the SSL session-ID stick table
-           (HAProxy: the recipe of DESIGN.md), PROXY v2 to the TLS backends.
+           (HAProxy: the recipe of docs/stickiness.md), PROXY v2 to the TLS
+           backends.
 Same thread count, round robin, timeouts, retries, maxconn and one TCP
 health check per node every 2 s in both (see write_config of each).
 
@@ -239,7 +240,7 @@ class Haproxy(b.Contender):
         lines += ["", "backend be_tcp_pp2", "    balance roundrobin"]
         for name, plain, _ in self.topology.nodes():
             lines.append("    server %s 127.0.0.1:%d send-proxy-v2 track be_tcp/%s" % (name, plain, name))
-        # The SSL session-ID recipe (DESIGN.md), with tcp-response
+        # The SSL session-ID recipe (docs/stickiness.md), with tcp-response
         # inspect-delay, without which store-response stores nothing.
         lines += ["", "backend be_tls",
                   "    balance roundrobin",
