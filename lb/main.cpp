@@ -1,5 +1,6 @@
 // edgepin-lb: the edge balancer. It peeks at TLS ClientHellos, never
-// decrypts, and relays each connection to a node (DESIGN.md).
+// decrypts, and relays each connection to a node (docs/architecture.md,
+// "The lb data path").
 #include <exception>
 #include <iostream>
 

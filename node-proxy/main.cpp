@@ -1,5 +1,6 @@
 // edgepin-node-proxy: runs beside each Tomcat, terminates TLS with the
-// node's certificates and forwards HTTP/1.1 to Tomcat (DESIGN.md).
+// node's certificates and forwards HTTP/1.1 to Tomcat (docs/architecture.md,
+// "The node-proxy data path").
 #include <exception>
 #include <iostream>
 

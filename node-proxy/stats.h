@@ -4,9 +4,9 @@
 //   - health: 200 "OK" while the node serves (Tomcat up, not draining),
 //     503 with the reason otherwise; what the lb's http check and any
 //     external monitor read.
-//   - stats: the node's counters summed over its workers (DESIGN.md:
-//     per-thread counters, summed on read), as HTML for people and JSON for
-//     tools (stable keys; counters only grow, gauges say so).
+//   - stats: the node's counters summed over its workers (per-thread
+//     counters, summed on read: docs/architecture.md, "Counters, logs and
+//     the operator's views"), as HTML for people and JSON for tools (stable keys; counters only grow, gauges say so).
 #include <chrono>
 #include <cstdint>
 #include <optional>

@@ -1,8 +1,8 @@
 #pragma once
 // A worker thread of the node-proxy: its own event_base, its own
 // SO_REUSEPORT socket for every listener, its keep-alive pool to Tomcat,
-// and the connections it accepted, which never leave it (DESIGN.md,
-// runtime model). A connection lives here first as a ClientHandshake
+// and the connections it accepted, which never leave it
+// (docs/architecture.md, "Threads"). A connection lives here first as a ClientHandshake
 // (PROXY header, TLS), then as a ClientConnection (client_codec.h: the
 // HTTP/1.1 codec today); the worker owns both and destroys them when they
 // report the end.
