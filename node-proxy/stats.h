@@ -6,7 +6,8 @@
 //     external monitor read.
 //   - stats: the node's counters summed over its workers (per-thread
 //     counters, summed on read: docs/architecture.md, "Counters, logs and
-//     the operator's views"), as HTML for people and JSON for tools (stable keys; counters only grow, gauges say so).
+//     the operator's views"), as HTML for people and JSON for tools
+//     (stable keys; counters only grow, gauges say so).
 #include <chrono>
 #include <cstdint>
 #include <optional>
