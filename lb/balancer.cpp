@@ -60,11 +60,20 @@ class RoundRobin final : public Balancer {
   }
   ServerState* pick(uint64_t, const ServerState* exclude) override {
     if (schedule_.empty()) return nullptr;
-    uint64_t start = cursor_.fetch_add(1, std::memory_order_relaxed);
+    // A turn that falls on an unusable server is used up, and the next
+    // pick takes a fresh turn from the shared cursor: the picks are the
+    // schedule with the unusable servers left out, so the others keep
+    // their weights. (Giving the turn to the next entry instead handed a
+    // down server's share to its neighbour: 2:1 with one of three down.)
     for (size_t n = 0; n < schedule_.size(); ++n) {
-      ServerState* s = schedule_[(start + n) % schedule_.size()];
+      ServerState* s =
+          schedule_[cursor_.fetch_add(1, std::memory_order_relaxed) % schedule_.size()];
       if (usable_new(s, exclude)) return s;
     }
+    // Other threads took the turns in between (or nothing is usable): one
+    // scan in order settles it.
+    for (ServerState* s : schedule_)
+      if (usable_new(s, exclude)) return s;
     return nullptr;
   }
   Algorithm algorithm() const override { return Algorithm::RoundRobin; }

@@ -99,6 +99,40 @@ TEST_CASE("roundrobin: skips down, drained, excluded and zero-weight servers") {
   CHECK(b->pick(0, nullptr)->name == "node3");
 }
 
+// Issue 12: with one node down the others shared new clients 2:1.
+TEST_CASE("roundrobin: with a server down the others share new clients by weight") {
+  SECTION("equal weights, the last of three down") {
+    Pool p({100, 100, 100});
+    auto b = make_balancer(Algorithm::RoundRobin, p.ptrs);
+    p[2].healthy = false;
+    auto counts = spread(*b, 3000, false);
+    CHECK(counts.count("node3") == 0);
+    CHECK(counts["node1"] == Approx(1500).epsilon(0.10));
+    CHECK(counts["node2"] == Approx(1500).epsilon(0.10));
+  }
+  SECTION("the middle one of three down, then back") {
+    Pool p({100, 100, 100});
+    auto b = make_balancer(Algorithm::RoundRobin, p.ptrs);
+    p[1].healthy = false;
+    auto counts = spread(*b, 3000, false);
+    CHECK(counts["node1"] == Approx(1500).epsilon(0.10));
+    CHECK(counts["node3"] == Approx(1500).epsilon(0.10));
+    p[1].healthy = true;
+    counts = spread(*b, 3000, false);
+    for (const char* n : {"node1", "node2", "node3"})
+      CHECK(counts[n] == Approx(1000).epsilon(0.10));
+  }
+  SECTION("weights 3:2:1:1 with the weight-2 server down stay 3:1:1") {
+    Pool p({300, 200, 100, 100});
+    auto b = make_balancer(Algorithm::RoundRobin, p.ptrs);
+    p[1].admin = AdminState::Maint;
+    auto counts = spread(*b, 5000, false);
+    CHECK(counts["node1"] == Approx(3000).epsilon(0.10));
+    CHECK(counts["node3"] == Approx(1000).epsilon(0.10));
+    CHECK(counts["node4"] == Approx(1000).epsilon(0.10));
+  }
+}
+
 TEST_CASE("roundrobin: all weights zero schedule nothing") {
   Pool pool({0, 0});
   auto b = make_balancer(Algorithm::RoundRobin, pool.ptrs);
