@@ -95,10 +95,9 @@ Session::Session(Worker& worker, const Frontend& frontend, evutil_socket_t fd,
 }
 
 Session::~Session() {
-  if (holds_slot_) {
-    server_state_->release();
-    worker_.slot_freed(server_state_);
-  }
+  if (state_ == State::Queued) worker_.server_queue().cancel(*this);
+  // Hands the slot to the oldest session of this worker waiting for it.
+  if (holds_slot_) worker_.server_queue().release(*server_state_);
 }
 
 SessionInfo Session::info() const {
@@ -225,31 +224,30 @@ void Session::route_and_connect(const tls::ClientHello* hello) {
 
 void Session::connect_to(ServerState* server) {
   if (holds_slot_ && server != server_state_) {
-    server_state_->release();
     holds_slot_ = false;
-    worker_.slot_freed(server_state_);
+    worker_.server_queue().release(*server_state_);
   }
   server_state_ = server;
   if (!holds_slot_) {
-    if (!server->try_acquire(frontend_.server_maxconn)) {
-      // HAProxy's server queue: wait for a slot, bounded in size and time.
-      if (server->queued.load(std::memory_order_relaxed) >= frontend_.queue_size) {
+    // HAProxy's server queue: wait for a slot, bounded in size and time.
+    switch (worker_.server_queue().acquire(*server, frontend_.server_maxconn, frontend_.queue_size,
+                                           *this)) {
+      case ServerQueue::Admit::Slot:
+        holds_slot_ = true;
+        break;
+      case ServerQueue::Admit::Queued:
+        state_ = State::Queued;
+        arm_timer(frontend_.queue_timeout);
+        return;
+      case ServerQueue::Admit::Full:
         finish(End::QueueFull);
         return;
-      }
-      state_ = State::Queued;
-      worker_.enqueue(this);
-      arm_timer(frontend_.queue_timeout);
-      return;
     }
-    holds_slot_ = true;
   }
   open_connection();
 }
 
-void Session::retry_slot() {
-  if (state_ != State::Queued || !server_state_->try_acquire(frontend_.server_maxconn)) return;
-  worker_.dequeue(this);
+void Session::on_slot() {
   evtimer_del(timer_.get());
   holds_slot_ = true;
   open_connection();
@@ -409,7 +407,7 @@ void Session::abort(End why) {
 
 void Session::finish(End why, int error) {
   if (state_ == State::Closed) return;
-  if (state_ == State::Queued) worker_.dequeue(this);
+  if (state_ == State::Queued) worker_.server_queue().cancel(*this);
   state_ = State::Closed;
   FrontendCounters& c = worker_.counters().of(frontend_);
   c.ends[static_cast<size_t>(why)].add();

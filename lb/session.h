@@ -25,6 +25,7 @@
 #include "net_address.h"
 #include "relay.h"
 #include "router.h"
+#include "server_queue.h"
 #include "tls_hello.h"
 
 namespace edgepin::lb {
@@ -44,7 +45,7 @@ struct SessionInfo {
   uint64_t bytes_out = 0;  // relayed so far, server -> client
 };
 
-class Session {
+class Session : private ServerQueue::Waiter {
  public:
   enum class State : uint8_t { Inspecting, Queued, Connecting, Relaying, Closed };
 
@@ -55,8 +56,6 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   void start();
-  // A slot on the server this session queued for may be free: try again.
-  void retry_slot();
   ServerState* server() const { return server_state_; }
   // Ends the session now (worker shutdown past the grace period).
   void abort(End why);
@@ -76,6 +75,8 @@ class Session {
   void route_and_connect(const tls::ClientHello* hello);
   void connect_to(ServerState* server);
   void open_connection();
+  // Holds a slot on the server it queued for (ServerQueue::Waiter).
+  void on_slot() override;
   void on_connect_failed(int error);
   void on_connected();
   void observe_server(std::span<const uint8_t> bytes);

@@ -18,8 +18,6 @@ namespace {
 // (sessions ending on other workers free capacity too).
 constexpr timeval kResumeCheck{0, 50 * 1000};
 constexpr int kBacklog = 1024;
-// How often queued sessions look for a slot freed on another worker.
-constexpr timeval kQueuePoll{0, 20 * 1000};
 // Pipes for the relays' splice(2): one per direction with bytes in flight,
 // so the limit only matters under many concurrent transfers (then relays
 // copy). 256 KiB pipes: a splice moves up to that much per call.
@@ -32,10 +30,10 @@ Worker::Worker(int index, size_t frontend_slots, GlobalLimits& limits)
     : index_(index),
       limits_(limits),
       loop_("lb-worker-" + std::to_string(index)),
+      server_queue_(loop_.base()),
       pipes_(kMaxPipes, kMaxIdlePipes, kPipeBytes),
       counters_(frontend_slots) {
   resume_timer_.reset(evtimer_new(loop_.base(), resume_cb, this));
-  queue_timer_.reset(evtimer_new(loop_.base(), queue_cb, this));
 }
 
 Worker::~Worker() {
@@ -217,40 +215,6 @@ std::vector<SessionInfo> Worker::describe_sessions(size_t limit) const {
     out.push_back(s->info());
   }
   return out;
-}
-
-void Worker::enqueue(Session* s) {
-  s->server()->queued.fetch_add(1, std::memory_order_relaxed);
-  queue_.push_back(s);
-  if (!evtimer_pending(queue_timer_.get(), nullptr)) evtimer_add(queue_timer_.get(), &kQueuePoll);
-}
-
-void Worker::dequeue(Session* s) {
-  for (auto it = queue_.begin(); it != queue_.end(); ++it) {
-    if (*it == s) {
-      s->server()->queued.fetch_sub(1, std::memory_order_relaxed);
-      queue_.erase(it);
-      return;
-    }
-  }
-}
-
-void Worker::slot_freed(ServerState* server) {
-  // Oldest first; retry_slot() dequeues the session when it gets the slot.
-  for (Session* s : queue_) {
-    if (s->server() == server) {
-      s->retry_slot();
-      return;
-    }
-  }
-}
-
-void Worker::queue_cb(evutil_socket_t, short, void* arg) {
-  auto* w = static_cast<Worker*>(arg);
-  // Copy: a session that gets its slot leaves the queue.
-  std::vector<Session*> waiting(w->queue_.begin(), w->queue_.end());
-  for (Session* s : waiting) s->retry_slot();
-  if (!w->queue_.empty()) evtimer_add(w->queue_timer_.get(), &kQueuePoll);
 }
 
 void Worker::pause_listeners() {

@@ -19,6 +19,7 @@
 #include "event_loop.h"
 #include "frontend.h"
 #include "pipe_pool.h"
+#include "server_queue.h"
 
 namespace edgepin::lb {
 
@@ -106,12 +107,8 @@ class Worker {
   // Called by a session when it is over: the worker destroys it.
   void release(Session* s);
 
-  // Per-server wait queues (server maxconn). A queued session is woken when
-  // a session of this worker frees a slot on its server, and by a periodic
-  // check for slots freed on other workers.
-  void enqueue(Session* s);
-  void dequeue(Session* s);
-  void slot_freed(ServerState* server);
+  // The queue of sessions waiting for a server slot (server_maxconn).
+  ServerQueue& server_queue() { return server_queue_; }
 
  private:
   struct Binding {
@@ -144,7 +141,6 @@ class Worker {
   };
 
   static void resume_cb(evutil_socket_t, short, void* arg);
-  static void queue_cb(evutil_socket_t, short, void* arg);
   void on_accept(const std::shared_ptr<const Frontend>& frontend, evutil_socket_t fd,
                  const sockaddr* addr, int len);
   // Takes a slot of the global maxconn; false if none is free.
@@ -160,7 +156,9 @@ class Worker {
   int index_;
   GlobalLimits& limits_;
   EventLoopThread loop_;
-  PipePool pipes_;  // declared before sessions_: relays give their pipes back when destroyed
+  // Both declared before sessions_, whose destructors use them.
+  ServerQueue server_queue_;
+  PipePool pipes_;  // relays give their pipes back when destroyed
   std::vector<std::unique_ptr<Binding>> bindings_;
   std::vector<std::unique_ptr<Binding>> prepared_;  // opened by prepare(), not accepting yet
   // The frontend (and so the snapshot) each session started with, released
@@ -170,8 +168,6 @@ class Worker {
   std::atomic<size_t> session_count_{0};
   WorkerCounters counters_;
   EventPtr resume_timer_;        // re-enables listeners paused by maxconn
-  EventPtr queue_timer_;         // polls queued sessions while any wait
-  std::list<Session*> queue_;    // FIFO over all servers, oldest first
   std::deque<HeldClient> held_;  // oldest first; at most one per pause
   std::chrono::steady_clock::time_point last_pause_log_{};
   bool paused_ = false;
