@@ -13,6 +13,8 @@ PACKAGES=(
   # test and demo tools
   ca-certificates curl openssl python3 iproute2 procps psmisc
   tomcat10 tomcat10-user haproxy wrk sslscan
+  # benchmarks (tests/bench): iperf3 through the balancers, nginx as a contender
+  iperf3 nginx-light libnginx-mod-stream
   # HA tests (tests/ha): VRRP pairs in network namespaces, the lbs' track
   # script (curl), systemd-analyze for the units
   keepalived systemd
@@ -57,7 +59,7 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 
 # A service that did start anyway (policy-rc.d ignored) is stopped, so that
 # nothing we did not start listens on our ports.
-for svc in tomcat10 haproxy keepalived; do
+for svc in tomcat10 haproxy keepalived nginx; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
