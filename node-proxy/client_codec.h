@@ -143,9 +143,10 @@ class ClientStream {
     bool close = false;
     size_t bytes = 0;
   };
-  // A complete response the proxy makes (errors, health, stats).
+  // A complete response the proxy makes (errors, health, stats), with
+  // `extra` fields (the peer link's markers).
   virtual LocalSent send_local(int status, std::string_view content_type, std::string_view body,
-                               bool close) = 0;
+                               bool close, std::span<const http1::Field> extra) = 0;
   // Hands the client's transport to a tunnel after writing the 101 head
   // for `head` (`head_bytes` set); null when the protocol cannot tunnel.
   virtual BufferEventPtr take_for_tunnel(const http1::ResponseHead& head, size_t& head_bytes) = 0;

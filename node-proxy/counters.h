@@ -56,6 +56,38 @@ constexpr const char* to_string(RequestEnd e) {
   return "?";
 }
 
+// Why a request was sent to a peer instead of the local Tomcat (retry
+// before the first byte, node-proxy/exchange.*): the access log's
+// `failover=` and one counter each. X(name, log name)
+#define EDGEPIN_FAILOVER_REASONS(X)                                                   \
+  X(TomcatDown, "tomcat_down")         /* known down (checked or passive): at once */ \
+  X(ConnectFailed, "connect_failed")   /* connect refused or reset */                 \
+  X(ConnectTimeout, "connect_timeout") /* connect timed out */                        \
+  X(EmptyResponse, "empty_response")   /* closed before any response byte */
+
+enum class FailoverReason : uint8_t {
+#define EDGEPIN_FAILOVER_REASON_ENUM(name, text) name,
+  EDGEPIN_FAILOVER_REASONS(EDGEPIN_FAILOVER_REASON_ENUM)
+#undef EDGEPIN_FAILOVER_REASON_ENUM
+};
+
+inline constexpr size_t kFailoverReasonCount = 0
+#define EDGEPIN_FAILOVER_REASON_COUNT(name, text) +1
+    EDGEPIN_FAILOVER_REASONS(EDGEPIN_FAILOVER_REASON_COUNT)
+#undef EDGEPIN_FAILOVER_REASON_COUNT
+    ;
+
+constexpr const char* to_string(FailoverReason r) {
+  switch (r) {
+#define EDGEPIN_FAILOVER_REASON_NAME(name, text) \
+  case FailoverReason::name:                     \
+    return text;
+    EDGEPIN_FAILOVER_REASONS(EDGEPIN_FAILOVER_REASON_NAME)
+#undef EDGEPIN_FAILOVER_REASON_NAME
+  }
+  return "?";
+}
+
 struct NodeCounters {
   // Connections, counted by the worker and the client handshake
   // (node-proxy/worker.*, node-proxy/client_handshake.*). `active` covers a
@@ -94,6 +126,13 @@ struct NodeCounters {
   Counter upstream_timeouts;        // response_timeout reached (504 or cut)
   Counter upstream_retries;         // re-sent once after a reused connection died
   Counter upstream_extra_bytes;     // bytes after the end of a response: connection closed
+  // Requests a peer served because the local Tomcat failed or is down, by
+  // reason; failures no peer could take; passive mark-downs (the data path
+  // saw a connect fail: Tomcat, or a peer's link) that flipped the verdict.
+  std::array<Counter, kFailoverReasonCount> failovers;
+  Counter failovers_impossible;
+  Counter tomcat_passive_downs;
+  Counter peer_passive_downs;
 
   // L7 affinity (node-proxy/affinity.h), one per proxied request: why it
   // was served where it was. Relay is "relayed_out", Relayed "relayed_in".

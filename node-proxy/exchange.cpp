@@ -150,6 +150,13 @@ void Exchange::on_head(const http1::RequestHead& h, size_t head_bytes) {
   }
 
   dest_ = route(h);
+  if (relayed_ && ctx_.cookie_codec != nullptr && ctx_.cluster &&
+      ctx_.cluster->affinity.mode == config::AffinityMode::Cookie) {
+    // A failover from the relaying node (its Tomcat failed): this node is
+    // the owner from now on, and says so if its Tomcat starts a session.
+    for (const http1::Field& f : h.fields)
+      if (http1::iequals(f.name, kFailoverField)) issue_cookie_ = true;
+  }
   if (!dest_.pool) {
     send_error(503, "no upstream configured", true, RequestEnd::ConnectFailed);
     return;
@@ -293,6 +300,116 @@ std::string Exchange::default_host(const ClientInfo& client) const {
 }
 
 // ---------------------------------------------------------------------------
+// Failover to a peer (issue 11) and passive health.
+
+const WorkerContext::PeerLink* Exchange::failover_link() const {
+  if (!ctx_.cluster || !ctx_.self || !client_.client().peer_node.empty()) return nullptr;
+  if (ctx_.cluster->affinity.mode == config::AffinityMode::None) return nullptr;
+  // The first healthy node after this one in cluster.json order (wrapping):
+  // every failover of a node goes to the same peer while it is up, so the
+  // sessions its users start there stay together.
+  const auto& nodes = ctx_.cluster->nodes;
+  auto position = [&](uint16_t tag) {
+    for (size_t i = 0; i < nodes.size(); ++i)
+      if (nodes[i].tag == tag) return i;
+    return nodes.size();
+  };
+  const size_t n = nodes.size();
+  const size_t self = position(ctx_.self->tag);
+  const WorkerContext::PeerLink* best = nullptr;
+  size_t best_distance = SIZE_MAX;
+  for (const WorkerContext::PeerLink& l : ctx_.peers) {
+    if (!l.pool || !l.state->up.load(std::memory_order_relaxed)) continue;
+    const size_t at = position(l.state->node->tag);
+    if (at == n || self == n) continue;
+    const size_t distance = (at + n - self) % n;
+    if (distance < best_distance) {
+      best = &l;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+bool Exchange::switch_to_peer(FailoverReason why) {
+  if (failover_ || dest_.peer || response_started_ || got_interim_ || !body_held()) return false;
+  const WorkerContext::PeerLink* link = failover_link();
+  if (!link) {
+    if (why != FailoverReason::TomcatDown) ctx_.counters->failovers_impossible.add();
+    return false;
+  }
+  // The peer gets the request Tomcat would have got, rebuilt from that head
+  // (the same client facts) with the relay marker and the failover marker.
+  http1::Limits limits;
+  limits.max_head_bytes = upstream_head_.size();
+  limits.max_fields = http1::kDefaultMaxFields + cfg_.limits.max_headers;
+  http1::RequestParser parser(limits);
+  const http1::HeadResult r = parser.parse(
+      {reinterpret_cast<const uint8_t*>(upstream_head_.data()), upstream_head_.size()});
+  if (r.status != ParseStatus::Done) return false;  // never: we wrote it
+  const http1::RequestHead& h = parser.head();
+  const ClientInfo& client = client_.client();
+  const std::string host = default_host(client);
+  std::vector<http1::Field> extra{{kRelayedField, ctx_.self->name}};
+  if (!client.sni.empty()) extra.push_back({kSniField, client.sni});
+  extra.push_back({kFailoverField, to_string(why)});
+  UpstreamRequestOptions opts;
+  opts.tunnel = h.upgrade_websocket;
+  opts.keep_alive = link->pool->config().pool_size > 0;
+  opts.default_host = host;
+  opts.extra_fields = extra;
+  std::string head;
+  build_upstream_request(h, client, cfg_.headers, opts, head);
+  upstream_head_ = std::move(head);
+  failover_ = why;
+  ctx_.counters->failovers[static_cast<size_t>(why)].add();
+  dest_.pool = link->pool;
+  dest_.name = link->state->node->name;
+  dest_.address = link->pool->config().address.to_string();
+  dest_.known_down = false;
+  dest_.peer = true;
+  fallback_head_.clear();
+  restore_body();
+  retried_ = false;  // a dead pooled peer connection gets its own retry
+  return true;
+}
+
+void Exchange::restore_body() {
+  // The body goes again, from the copy (nothing of it is lost yet).
+  if (!body_copy_) return;
+  prebuffer_.reset(evbuffer_new());
+  evbuffer_add(prebuffer_.get(), evbuffer_pullup(body_copy_.get(), -1),
+               evbuffer_get_length(body_copy_.get()));
+  body_sent_ = 0;
+}
+
+bool Exchange::fail_over(FailoverReason why) {
+  if (!switch_to_peer(why)) return false;
+  ++retries_;
+  start_upstream(false);
+  return true;
+}
+
+// The checker (tomcat_check.h) then needs `rise` successes from here on.
+// Only the call that flips the verdict logs and counts the transition.
+void Exchange::report_tomcat_failure(const std::string& why) {
+  if (!ctx_.node || !ctx_.node->tomcat_up.exchange(false, std::memory_order_relaxed)) return;
+  ctx_.counters->tomcat_passive_downs.add();
+  log::warning("Tomcat at " + dest_.address + " is DOWN (reported by the data path: " + why + ")");
+}
+
+void Exchange::report_peer_failure(const std::string& why) {
+  for (const WorkerContext::PeerLink& l : ctx_.peers) {
+    if (l.pool != dest_.pool) continue;
+    if (!l.state->up.exchange(false, std::memory_order_relaxed)) return;
+    ctx_.counters->peer_passive_downs.add();
+    log::warning("peer " + l.state->node->name + " at " + dest_.address +
+                 " is DOWN (reported by the data path: " + why + ")");
+    return;
+  }
+}
+
+// ---------------------------------------------------------------------------
 // The steps.
 
 void Exchange::step() {
@@ -336,6 +453,9 @@ void Exchange::step_buffer_body() {
 }
 
 void Exchange::start_upstream(bool fresh) {
+  // The local Tomcat is known down (its check, or an earlier request saw it
+  // fail): a peer serves the request at once instead of a doomed connect.
+  if (attempts_ == 0 && !dest_.peer && dest_.known_down) switch_to_peer(FailoverReason::TomcatDown);
   phase_ = Phase::Connecting;
   ++attempts_;
   connect_started_ = Clock::now();
@@ -379,7 +499,15 @@ void Exchange::step_connecting() {
 void Exchange::on_upstream_ready() {
   phase_ = Phase::Proxying;
   evbuffer* staged = prebuffer_.get();
-  if (staged) body_sent_ += evbuffer_get_length(staged);
+  if (staged) {
+    const size_t n = evbuffer_get_length(staged);
+    // The whole body is in hand: keep a copy so that a retry can resend it.
+    if (n && client_.body_done() && !body_copy_) {
+      body_copy_.reset(evbuffer_new());
+      evbuffer_add(body_copy_.get(), evbuffer_pullup(staged, -1), n);
+    }
+    body_sent_ += n;
+  }
   up_->send(upstream_head_, staged);
   sent_ = Clock::now();
   response_phase_ = ResponsePhase::Head;
@@ -395,14 +523,28 @@ void Exchange::on_connect_failed(int error, bool timeout) {
   const std::string failed_detail =
       "connect to " + dest_.address + " failed: " +
       (!tls_error.empty() ? "TLS: " + tls_error : std::strerror(error ? error : ECONNREFUSED));
+  const std::string& detail = timeout ? timeout_detail : failed_detail;
   if (dest_.peer) {
     ctx_.counters->peer_connect_errors.add();
+    report_peer_failure(detail);
     if (!response_started_ && !fallback_head_.empty()) {
-      fall_back_locally(timeout ? timeout_detail : failed_detail);
+      fall_back_locally(detail);
       return;
     }
   } else {
     ctx_.counters->upstream_connect_errors.add();
+    report_tomcat_failure(detail);
+    // Nothing reached Tomcat: any method may go to a peer.
+    const FailoverReason why =
+        timeout ? FailoverReason::ConnectTimeout : FailoverReason::ConnectFailed;
+    if (fail_over(why)) return;
+    if (!client_.client().peer_node.empty() && !response_started_) {
+      // Relayed here (one hop): 503 with the marker, the relaying node
+      // then serves it itself (nothing of it reached this Tomcat).
+      owner_unavailable_ = why;
+      fail_upstream(RequestEnd::ConnectFailed, 503, detail);
+      return;
+    }
   }
   if (timeout) {
     fail_upstream(RequestEnd::ConnectTimeout, 504, timeout_detail);
@@ -502,6 +644,19 @@ void Exchange::pump_response() {
 
 bool Exchange::on_response_head(size_t consumed) {
   const http1::ResponseHead& h = up_->head();
+  if (h.status == 503 && dest_.peer && !failover_ && !fallback_head_.empty() && body_held()) {
+    // The owner's Tomcat refused this relayed request before any byte of
+    // it got there (the owner says so with the failover marker): the owner
+    // is as good as down, this node serves it.
+    for (const http1::Field& f : h.fields) {
+      if (!http1::iequals(f.name, kFailoverField)) continue;
+      const std::string why = "owner's Tomcat unavailable (" + std::string(f.value) + ")";
+      up_.reset();
+      restore_body();
+      fall_back_locally(why);
+      return false;
+    }
+  }
   if (h.status == 101) {
     if (upgrade_ && client_.body_done() && http1::is_upgrade_accepted(h)) {
       start_tunnel(consumed);
@@ -534,7 +689,7 @@ bool Exchange::on_response_head(size_t consumed) {
       affinity::response_sets_cookie(h.fields, ctx_.cluster->affinity.session_cookie)) {
     cookie = affinity::set_cookie_value(ctx_.cluster->affinity,
                                         ctx_.cookie_codec->encode(ctx_.self->tag, unix_now()),
-                                        client_.client().tls);
+                                        (relayed_ ? *relayed_ : client_.client()).tls);
     cookie_field = {"Set-Cookie", cookie};
     extra = {&cookie_field, 1};
     cookie_issued_ = true;
@@ -556,16 +711,21 @@ bool Exchange::on_response_head(size_t consumed) {
 
 void Exchange::on_upstream_gone() {
   // The upstream closed (or reset) before any byte of a response.
-  const bool retry = reused_ && !retried_ && !up_->any_response_bytes() && !got_interim_ &&
-                     body_sent_ == 0 && is_idempotent_method(method_);
-  if (retry) {
-    // A pooled connection the upstream had already given up on: the
-    // request cannot have been processed, send it again on a new one.
+  // Its bytes may have reached the upstream: only an idempotent request
+  // whose whole body is still held goes again, and only while no byte of
+  // a response came (HAProxy's retry-on conn-failure empty-response).
+  const bool safe =
+      !up_->any_response_bytes() && !got_interim_ && body_held() && is_idempotent_method(method_);
+  if (safe && reused_ && !retried_) {
+    // A pooled connection the upstream had already given up on: send it
+    // again on a new one first.
     (dest_.peer ? ctx_.counters->peer_retries : ctx_.counters->upstream_retries).add();
     retried_ = true;
+    ++retries_;
     start_upstream(true);
     return;
   }
+  if (safe && !dest_.peer && fail_over(FailoverReason::EmptyResponse)) return;
   const int err = up_->socket_error();
   fail_upstream(RequestEnd::UpstreamClosed, 502,
                 err ? std::string("upstream error before responding: ") + std::strerror(err)
@@ -648,7 +808,17 @@ void Exchange::update_upstream_timeouts() {
 
 void Exchange::send_local(int status, std::string_view content_type, std::string_view body,
                           bool close, RequestEnd end) {
-  const ClientStream::LocalSent sent = client_.send_local(status, content_type, body, close);
+  // A relayed request this node cannot serve (its Tomcat refused): the
+  // relaying node is told, so that it serves the request itself.
+  std::string reason;
+  http1::Field marker;
+  std::span<const http1::Field> extra;
+  if (owner_unavailable_) {
+    reason = to_string(*owner_unavailable_);
+    marker = {kFailoverField, reason};
+    extra = {&marker, 1};
+  }
+  const ClientStream::LocalSent sent = client_.send_local(status, content_type, body, close, extra);
   bytes_out_ += sent.bytes;
   status_ = status;
   close_after_ = sent.close;
@@ -723,7 +893,8 @@ void Exchange::log_request(RequestEnd end, Clock::time_point now) const {
     line += " upstream_ms=" + (sent_ && response_head_
                                    ? std::to_string(ms_between(*sent_, *response_head_))
                                    : std::string("-"));
-    if (retried_) line += " retried=1";
+    if (retries_) line += " retried=" + std::to_string(retries_);
+    if (failover_) line += std::string(" failover=") + to_string(*failover_);
   } else {
     line += " upstream=-";
   }

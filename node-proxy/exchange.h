@@ -36,10 +36,24 @@
 //   - Expect: 100-continue is forwarded and the upstream's 1xx relayed (the
 //     codec drops them for HTTP/1.0 clients). The body is forwarded as it
 //     arrives, whether or not a 100 came (RFC 9110 10.1.1).
-//   - Retry: a request sent on a *reused* pooled connection that closes or
-//     resets before any byte of the response is sent once more, on a new
-//     connection, if its method is idempotent and no byte of its body was
-//     written to the dead connection. Anything else gets its 502.
+//   - Retry before the first byte (HAProxy's retry-on conn-failure
+//     empty-response, then redispatch): a request sent on a *reused* pooled
+//     connection that closes or resets before any response byte is sent
+//     once more on a new connection; if the local Tomcat refuses, resets or
+//     times out the connect, or a new connection closes before any response
+//     byte, the request goes to a healthy peer over the peer link instead
+//     (failover_link: the first healthy node after this one in cluster.json
+//     order), marked X-Edgepin-Failover so that the peer's response records
+//     the peer as the owner. Requests whose bytes may have reached Tomcat go
+//     again only if their method is idempotent (RFC 9110 9.2.2) and their
+//     whole body is still held (a body that fit in the pre-buffer is kept);
+//     a request relayed here is never sent on (one hop). Anything else gets
+//     its 502/503/504.
+//   - Passive health: a failed connect to the local Tomcat marks it down at
+//     once (NodeState::tomcat_up: the health endpoint says 503 from then
+//     on, the checker needs `rise` successes to bring it back), and while
+//     it is down requests go straight to a peer (tomcat_down). A peer that
+//     refuses the peer link is marked down the same way.
 //   - A response that arrives before the request body was fully read (an
 //     early 413 from Tomcat) is relayed with "Connection: close".
 //   - After an error answered before the response began (502, 503, 504),
@@ -88,6 +102,11 @@ namespace edgepin::nodeproxy {
 inline constexpr size_t kPrebufferBytes = 64 * 1024;
 // Longest request target written to the access log (longer ones are cut).
 inline constexpr size_t kLogTargetMax = 256;
+// Written by a node whose Tomcat failed on a request it sends to a peer
+// (failover, beside X-Edgepin-Relayed): the peer becomes the owner and, in
+// cookie mode, records itself in the response if its Tomcat starts a
+// session. A client's copy is dropped like every X-Edgepin-* field.
+inline constexpr std::string_view kFailoverField = "X-Edgepin-Failover";
 
 // Where a request goes: the worker's Tomcat pool, or (affinity relay) the
 // worker's pool to the owner node's peer listener. Both are UpstreamPools
@@ -150,6 +169,21 @@ class Exchange {
   Destination route(const http1::RequestHead& head);
   Destination local_destination() const;
   void fall_back_locally(const std::string& why);
+  // Failover (issue 11): the healthy peer that serves this request in
+  // place of the local Tomcat, or null (affinity off, no peer up, or the
+  // request was relayed here: one hop at most).
+  const WorkerContext::PeerLink* failover_link() const;
+  // Every body byte sent so far is still held (a retry can resend it).
+  bool body_held() const { return body_sent_ == 0 || body_copy_ != nullptr; }
+  // Points the exchange at a peer instead of the local Tomcat; false when
+  // none can take it. fail_over() also starts the attempt.
+  bool switch_to_peer(FailoverReason why);
+  bool fail_over(FailoverReason why);
+  // Puts the kept copy of the body back into the pre-buffer (a new attempt).
+  void restore_body();
+  // Passive health: the data path saw the local Tomcat or a peer fail.
+  void report_tomcat_failure(const std::string& why);
+  void report_peer_failure(const std::string& why);
   std::string default_host(const ClientInfo& client) const;
 
   void step_buffer_body();
@@ -198,6 +232,9 @@ class Exchange {
   uint64_t bytes_in_ = 0;   // request bytes read from the client
   uint64_t bytes_out_ = 0;  // response bytes written to the client
   EvBufferPtr prebuffer_;   // BufferingBody's side buffer, made on demand
+  // A copy of the whole body, kept when it fit in the pre-buffer: a retry
+  // on a new connection or on a peer resends it.
+  EvBufferPtr body_copy_;
 
   // Routing.
   Destination dest_;
@@ -206,7 +243,10 @@ class Exchange {
   affinity::Outcome affinity_ = affinity::Outcome::Disabled;
   bool issue_cookie_ = false;  // add our cookie if the response starts a session
   bool cookie_issued_ = false;
-  std::string fallback_head_;  // relayed out: the head for the local Tomcat
+  std::string fallback_head_;               // relayed out: the head for the local Tomcat
+  std::optional<FailoverReason> failover_;  // sent to a peer in place of Tomcat
+  // Relayed here and this Tomcat refused: the 503 says so to the relaying node.
+  std::optional<FailoverReason> owner_unavailable_;
   // On the peer listener: the client the relaying node served.
   std::optional<ClientInfo> relayed_;
 
@@ -215,7 +255,8 @@ class Exchange {
   std::unique_ptr<UpgradeTunnel> tunnel_;
   int attempts_ = 0;
   bool reused_ = false;
-  bool retried_ = false;
+  bool retried_ = false;  // the one retry on a new connection was used
+  int retries_ = 0;       // for the log: attempts after a failure
   std::optional<Clock::time_point> connect_started_, connected_, sent_, response_head_;
 
   // The response.

@@ -397,7 +397,8 @@ size_t H1Connection::response_room() const {
 }
 
 H1Connection::LocalSent H1Connection::send_local(int status, std::string_view content_type,
-                                                 std::string_view body, bool close) {
+                                                 std::string_view body, bool close,
+                                                 std::span<const http1::Field> extra) {
   LocalSent sent;
   sent.close = close || !keep_alive_ || draining_ || client_eof_;
   std::string out =
@@ -405,6 +406,12 @@ H1Connection::LocalSent H1Connection::send_local(int status, std::string_view co
   out += "Content-Type: ";
   out += content_type;
   out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nCache-Control: no-store\r\n";
+  for (const http1::Field& f : extra) {
+    out.append(f.name);
+    out += ": ";
+    out.append(f.value);
+    out += "\r\n";
+  }
   if (sent.close)
     out += "Connection: close\r\n";
   else if (http10_)

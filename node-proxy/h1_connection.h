@@ -99,8 +99,8 @@ class H1Connection final : public ClientConnection, public ClientStream {
                                bool must_close, std::span<const http1::Field> extra) override;
   evbuffer* response_sink() override;
   size_t response_room() const override;
-  LocalSent send_local(int status, std::string_view content_type, std::string_view body,
-                       bool close) override;
+  LocalSent send_local(int status, std::string_view content_type, std::string_view body, bool close,
+                       std::span<const http1::Field> extra) override;
   BufferEventPtr take_for_tunnel(const http1::ResponseHead& head, size_t& head_bytes) override;
   void finish(bool close) override;
   void abort(bool response_started) override;

@@ -165,6 +165,22 @@ prometheus::Exposition node_exposition(const StatsSource& src) {
   e.declare("edgepin_node_upstream_retries", C,
             "Requests sent again after a reused connection died.");
   e.add("edgepin_node_upstream_retries", {}, sum(src, &NodeCounters::upstream_retries));
+  e.declare("edgepin_node_failovers", C,
+            "Requests served by a peer because the local Tomcat failed or is down, by reason.");
+  for (size_t i = 0; i < s.failovers.size(); ++i)
+    e.add("edgepin_node_failovers", {{"reason", to_string(static_cast<FailoverReason>(i))}},
+          s.failovers[i]);
+  e.declare("edgepin_node_failovers_impossible", C,
+            "Requests Tomcat failed that no healthy peer could take.");
+  e.add("edgepin_node_failovers_impossible", {}, s.failovers_impossible);
+  e.declare("edgepin_node_passive_downs", C,
+            "Targets marked down by the data path (a failed connect), before any check.");
+  e.add("edgepin_node_passive_downs", {{"target", "tomcat"}}, s.tomcat_passive_downs);
+  e.add("edgepin_node_passive_downs", {{"target", "peer"}}, s.peer_passive_downs);
+  e.declare("edgepin_node_upstream_extra_bytes", C,
+            "Upstream connections closed because bytes followed a response.");
+  e.add("edgepin_node_upstream_extra_bytes", {{"upstream", "tomcat"}}, s.upstream_extra_bytes);
+  e.add("edgepin_node_upstream_extra_bytes", {{"upstream", "peer"}}, s.peer_extra_bytes);
   return e;
 }
 

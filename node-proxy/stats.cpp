@@ -119,6 +119,17 @@ nlohmann::ordered_json to_json(const StatsSnapshot& s) {
       {"cookies_issued", s.affinity_cookies_issued},
       {"relay_fallbacks", s.relay_fallbacks},
   };
+  nlohmann::ordered_json failovers;
+  for (size_t i = 0; i < s.failovers.size(); ++i)
+    failovers[to_string(static_cast<FailoverReason>(i))] = s.failovers[i];
+  j["failover"] = {
+      {"to_peer", failovers},
+      {"impossible", s.failovers_impossible},
+      {"tomcat_passive_downs", s.tomcat_passive_downs},
+      {"peer_passive_downs", s.peer_passive_downs},
+      {"upstream_extra_bytes", s.upstream_extra_bytes},
+      {"peer_extra_bytes", s.peer_extra_bytes},
+  };
   nlohmann::ordered_json nodes = nlohmann::ordered_json::array();
   for (const PeerHealthSnapshot& p : s.peers)
     nodes.push_back({{"name", p.name}, {"address", p.address}, {"up", p.up}});
@@ -183,6 +194,14 @@ std::string to_html(const StatsSnapshot& s) {
     row(h, affinity::to_string(static_cast<affinity::Outcome>(i)), s.affinity[i]);
   row(h, "cookies issued", s.affinity_cookies_issued);
   row(h, "relays served locally (owner unreachable)", s.relay_fallbacks);
+  h += "</table>\n<h2>Failover (Tomcat failed: served by a peer)</h2><table>\n";
+  for (size_t i = 0; i < s.failovers.size(); ++i)
+    row(h, to_string(static_cast<FailoverReason>(i)), s.failovers[i]);
+  row(h, "no peer could take it", s.failovers_impossible);
+  row(h, "Tomcat marked down by the data path", s.tomcat_passive_downs);
+  row(h, "peers marked down by the data path", s.peer_passive_downs);
+  row(h, "upstream connections closed: bytes after a response",
+      s.upstream_extra_bytes + s.peer_extra_bytes);
   h += "</table>\n<h2>Peer link</h2><table>\n";
   rows(h, peer_link_fields(s));
   for (const PeerHealthSnapshot& p : s.peers)
@@ -257,6 +276,12 @@ StatsSnapshot collect_stats(const StatsSource& src) {
     s.peer_connect_errors += c->peer_connect_errors.get();
     s.peer_timeouts += c->peer_timeouts.get();
     s.peer_retries += c->peer_retries.get();
+    for (size_t i = 0; i < s.failovers.size(); ++i) s.failovers[i] += c->failovers[i].get();
+    s.failovers_impossible += c->failovers_impossible.get();
+    s.tomcat_passive_downs += c->tomcat_passive_downs.get();
+    s.peer_passive_downs += c->peer_passive_downs.get();
+    s.upstream_extra_bytes += c->upstream_extra_bytes.get();
+    s.peer_extra_bytes += c->peer_extra_bytes.get();
   }
   switch (src.affinity_mode) {
     case config::AffinityMode::Cookie:

@@ -109,6 +109,14 @@ struct StatsSnapshot {
   uint64_t peer_connect_errors = 0;
   uint64_t peer_timeouts = 0;
   uint64_t peer_retries = 0;
+  // Failover to a peer when Tomcat fails (by FailoverReason), passive
+  // mark-downs, and upstream connections closed for saying too much.
+  std::array<uint64_t, kFailoverReasonCount> failovers{};
+  uint64_t failovers_impossible = 0;
+  uint64_t tomcat_passive_downs = 0;
+  uint64_t peer_passive_downs = 0;
+  uint64_t upstream_extra_bytes = 0;
+  uint64_t peer_extra_bytes = 0;
   std::vector<PeerHealthSnapshot> peers;
 };
 

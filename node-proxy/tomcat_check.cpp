@@ -171,6 +171,9 @@ class HealthProbe {
           " (first check: " + detail + ")");
     } else if (outcome == CheckOutcome::Ok) {
       failures_ = 0;
+      // Down although this checker's successes say up: the data path marked
+      // it down since (Exchange, passive health). `rise` counts from there.
+      if (!was_up && successes_ >= target_.rise) successes_ = 0;
       if (++successes_ >= target_.rise && !was_up) {
         verdict.store(true, std::memory_order_relaxed);
         log::warning(target_.label + " is UP (" + std::to_string(successes_) +

@@ -33,7 +33,9 @@ class CookieCodec;
 struct PeerState {
   explicit PeerState(const config::Node& n) : node(std::make_unique<const config::Node>(n)) {}
   const std::unique_ptr<const config::Node> node;  // its cluster.json entry
-  std::atomic<bool> up{false};                     // false until the first check passes
+  // false until the first check passes; the data path marks it down too
+  // (a refused peer link, Exchange): mutable for workers holding it const.
+  mutable std::atomic<bool> up{false};
 };
 
 // State every worker reads and a few writers change. The atomics are read

@@ -1581,3 +1581,225 @@ TEST_CASE("affinity: a relay whose peer refuses the connection is served locally
   CHECK(a.h.counters.relay_fallbacks.get() == 1);
   CHECK(a.h.counters.peer_connect_errors.get() == 1);
 }
+
+// ---------------------------------------------------------------------------
+// Failover (issue 11): a request the local Tomcat cannot take goes to a
+// healthy peer over the peer link, when that is safe.
+
+namespace {
+
+// A loopback port nothing listens on: bound, read, closed.
+uint16_t refused_port() {
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in sin{};
+  sin.sin_family = AF_INET;
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&sin), sizeof sin) == 0);
+  socklen_t len = sizeof sin;
+  getsockname(s, reinterpret_cast<sockaddr*>(&sin), &len);
+  ::close(s);
+  return ntohs(sin.sin_port);
+}
+
+uint64_t failovers(const Harness& h, FailoverReason r) {
+  return h.counters.failovers[static_cast<size_t>(r)].get();
+}
+
+}  // namespace
+
+TEST_CASE("failover: a refused Tomcat sends the request to a peer and is marked down at once") {
+  AffinityHarness a;
+  a.h.cfg.upstream.address = SocketAddress(IpAddress::loopback_v4(), refused_port());
+  a.h.cfg.log.access_log = true;
+  Client& c = a.h.connect();
+  a.h.send(c,
+           "GET /first HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(1) +
+               "\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  const Response& r = c.reader.responses.back();
+  CHECK(r.status == 200);
+  CHECK(r.body == "peer /first n=0");
+  // The peer starts the session; this node adds no cookie of its own.
+  CHECK(count_of(r.fields, "Set-Cookie") == 1);
+  REQUIRE(a.peer.requests.size() == 1);
+  const UpRequest& up = a.peer.requests[0];
+  CHECK(field_of(up.fields, "X-Edgepin-Relayed") == "node1");
+  CHECK(field_of(up.fields, "X-Edgepin-Failover") == "connect_failed");
+  CHECK(field_of(up.fields, "X-Edgepin-Sni") == "app.example");
+  CHECK(field_of(up.fields, "X-Forwarded-For") == "192.0.2.10");
+  CHECK(field_of(up.fields, "Host") == "app.example");
+  CHECK(count_of(up.fields, "X-Forwarded-For") == 1);
+  CHECK(a.h.counters.upstream_connect_errors.get() == 1);
+  CHECK(failovers(a.h, FailoverReason::ConnectFailed) == 1);
+  // Passive health: the health endpoint says 503 from now on.
+  CHECK_FALSE(a.h.node.tomcat_up.load());
+  a.h.send(c, "GET /_edgepin/health HTTP/1.1\r\nHost: a\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK(c.reader.responses.back().status == 503);
+
+  // Known down: the next requests go straight to the peer, body and all,
+  // without another connect to Tomcat.
+  a.h.send(c, "POST /next HTTP/1.1\r\nHost: app.example\r\nContent-Length: 5\r\n\r\nhello", "POST");
+  REQUIRE(a.h.wait_responses(c, 3));
+  CHECK(c.reader.responses.back().body == "peer /next n=5");
+  CHECK(a.h.counters.upstream_connect_errors.get() == 1);
+  CHECK(failovers(a.h, FailoverReason::TomcatDown) == 1);
+  REQUIRE(a.peer.requests.size() == 2);
+  CHECK(field_of(a.peer.requests[1].fields, "X-Edgepin-Failover") == "tomcat_down");
+  CHECK(a.peer.requests[1].body == "hello");
+
+  // No healthy peer either: the error stays this node's (503: Tomcat is
+  // known down), counted.
+  a.state->up.store(false);
+  a.h.send(c, "GET /nowhere HTTP/1.1\r\nHost: app.example\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 4));
+  CHECK(c.reader.responses.back().status == 503);
+  CHECK(a.h.counters.failovers_impossible.get() == 1);
+  CHECK(a.peer.requests.size() == 2);
+}
+
+TEST_CASE("failover: a POST with its body is sent to a peer when Tomcat refuses the connect") {
+  AffinityHarness a;
+  a.h.cfg.upstream.address = SocketAddress(IpAddress::loopback_v4(), refused_port());
+  Client& c = a.h.connect();
+  const std::string body = pattern(20000, 3);
+  a.h.send(c, "POST /order HTTP/1.1\r\nHost: app.example\r\nContent-Length: 20000\r\n\r\n" + body,
+           "POST");
+  REQUIRE(a.h.wait_responses(c, 1));
+  CHECK(c.reader.responses.back().body == "peer /order n=20000");
+  REQUIRE(a.peer.requests.size() == 1);
+  CHECK(a.peer.requests[0].body == body);
+  CHECK(failovers(a.h, FailoverReason::ConnectFailed) == 1);
+}
+
+TEST_CASE(
+    "failover: Tomcat closing before any response byte: GET goes to a peer, a POST is not "
+    "retried") {
+  AffinityHarness a;
+  // Tomcat reads each request and closes without a byte of response.
+  a.h.upstream->on_request = [](Upstream::Conn& c, const UpRequest&) { c.close(); };
+  Client& c = a.h.connect();
+  a.h.send(c, "GET /idem HTTP/1.1\r\nHost: app.example\r\n\r\n", "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  CHECK(c.reader.responses.back().body == "peer /idem n=0");
+  CHECK(failovers(a.h, FailoverReason::EmptyResponse) == 1);
+  REQUIRE(a.peer.requests.size() == 1);
+  CHECK(field_of(a.peer.requests[0].fields, "X-Edgepin-Failover") == "empty_response");
+  // Not a failed connect: Tomcat is not marked down by it.
+  CHECK(a.h.node.tomcat_up.load());
+
+  // A PUT is idempotent: its body, kept whole, goes to the peer again.
+  a.h.send(c, "PUT /doc HTTP/1.1\r\nHost: app.example\r\nContent-Length: 4\r\n\r\nv1.0", "PUT");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK(c.reader.responses.back().body == "peer /doc n=4");
+  REQUIRE(a.peer.requests.size() == 2);
+  CHECK(a.peer.requests[1].body == "v1.0");
+  CHECK(a.h.upstream->requests.back().body == "v1.0");
+
+  // The POST's body may have reached Tomcat: it is never sent again.
+  a.h.send(c, "POST /pay HTTP/1.1\r\nHost: app.example\r\nContent-Length: 3\r\n\r\nabc", "POST");
+  REQUIRE(a.h.wait_responses(c, 3));
+  CHECK(c.reader.responses.back().status == 502);
+  CHECK(a.peer.requests.size() == 2);
+  REQUIRE(a.h.upstream->requests.size() == 3);
+  CHECK(a.h.upstream->requests[2].body == "abc");
+  CHECK(ends(a.h, RequestEnd::UpstreamClosed) == 1);
+}
+
+TEST_CASE("failover: one hop — a relayed request whose Tomcat refuses is not sent on") {
+  AffinityHarness a;
+  a.h.cfg.upstream.address = SocketAddress(IpAddress::loopback_v4(), refused_port());
+  ClientInfo link;
+  link.listener = "peer";
+  link.peer = SocketAddress(*IpAddress::parse("127.0.0.12"), 41000);
+  link.client = link.peer;
+  link.public_port = 9443;
+  link.tls = true;
+  link.peer_node = "node2";
+  Client& c = a.h.connect(link);
+  a.h.send(c,
+           "GET /hop HTTP/1.1\r\nHost: app.example\r\nX-Forwarded-For: 198.51.100.8\r\n"
+           "X-Edgepin-Relayed: node2\r\nX-Edgepin-Failover: connect_failed\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  // 503 with the marker: the relaying node serves it itself (nothing of
+  // it reached this Tomcat).
+  CHECK(c.reader.responses.back().status == 503);
+  CHECK(c.reader.responses.back().header("X-Edgepin-Failover") == "connect_failed");
+  CHECK(a.peer.requests.empty());
+  CHECK(failovers(a.h, FailoverReason::ConnectFailed) == 0);
+}
+
+TEST_CASE("failover: a relay whose owner says its Tomcat refused is served here, body and all") {
+  AffinityHarness a;
+  a.peer.on_request = [](Upstream::Conn& c, const UpRequest&) {
+    c.send(
+        "HTTP/1.1 503 Service Unavailable\r\nX-Edgepin-Failover: connect_failed\r\n"
+        "Content-Length: 4\r\n\r\n503\n");
+  };
+  Client& c = a.h.connect();
+  a.h.send(c,
+           "PUT /cart HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+               "\r\nContent-Length: 5\r\n\r\nhello",
+           "PUT");
+  REQUIRE(a.h.wait_responses(c, 1));
+  const Response& r = c.reader.responses.back();
+  CHECK(r.status == 200);
+  CHECK(r.body == "local /cart n=5");
+  // The session starts here: this node's cookie goes with it.
+  CHECK(count_of(r.fields, "Set-Cookie") == 2);
+  REQUIRE(a.peer.requests.size() == 1);
+  REQUIRE(a.h.upstream->requests.size() == 1);
+  CHECK(a.h.upstream->requests[0].body == "hello");
+  CHECK(a.h.counters.relay_fallbacks.get() == 1);
+  CHECK(a.outcome(affinity::Outcome::OwnerDown) == 1);
+  CHECK(a.outcome(affinity::Outcome::Relay) == 0);
+
+  // Any other 503 of the owner is its answer, relayed as it is.
+  a.peer.on_request = [](Upstream::Conn& cc, const UpRequest&) {
+    cc.send("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy");
+  };
+  a.h.send(c,
+           "GET /busy HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+               "\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 2));
+  CHECK(c.reader.responses.back().status == 503);
+  CHECK(c.reader.responses.back().body == "busy");
+  CHECK(a.h.counters.relay_fallbacks.get() == 1);
+}
+
+TEST_CASE("failover: the serving node records itself in the response (cookie mode)") {
+  AffinityHarness a;
+  ClientInfo link;
+  link.listener = "peer";
+  link.peer = SocketAddress(*IpAddress::parse("127.0.0.12"), 41000);
+  link.client = link.peer;
+  link.public_port = 9443;
+  link.tls = true;
+  link.peer_node = "node2";
+  Client& c = a.h.connect(link);
+  // node2's Tomcat failed; its user (cookie of node2) is served here and
+  // this Tomcat starts a new session: the response names node1.
+  a.h.send(c,
+           "GET /moved HTTP/1.1\r\nHost: app.example\r\nCookie: EDGEPIN_NODE=" + a.cookie_of(2) +
+               "\r\nX-Forwarded-For: 198.51.100.8\r\nX-Edgepin-Relayed: node2\r\n"
+               "X-Edgepin-Failover: connect_failed\r\n\r\n",
+           "GET");
+  REQUIRE(a.h.wait_responses(c, 1));
+  const Response& r = c.reader.responses.back();
+  CHECK(r.body == "local /moved n=0");
+  REQUIRE(count_of(r.fields, "Set-Cookie") == 2);
+  std::string ours;
+  for (const auto& [n, v] : r.fields)
+    if (http1::iequals(n, "Set-Cookie") && v.rfind("EDGEPIN_NODE=", 0) == 0) ours = v;
+  const std::string value = ours.substr(13, ours.find(';') - 13);
+  const auto decoded =
+      a.codec->decode(value, static_cast<uint32_t>(std::time(nullptr)), std::nullopt);
+  REQUIRE(decoded);
+  CHECK(decoded->tag == 1);
+  // The marker never reaches Tomcat.
+  REQUIRE(a.h.upstream->requests.size() == 1);
+  CHECK(field_of(a.h.upstream->requests[0].fields, "X-Edgepin-Failover").empty());
+}
