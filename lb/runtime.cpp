@@ -5,15 +5,11 @@
 #include <thread>
 
 #include "log.h"
+#include "time_util.h"
 
 namespace edgepin::lb {
 
 namespace {
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000),
-                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
-}
 
 Algorithm algorithm_of(const config::BalanceConfig& b) {
   switch (b.algorithm) {

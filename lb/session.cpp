@@ -8,8 +8,10 @@
 #include <cstring>
 #include <vector>
 
+#include "access_log.h"
 #include "log.h"
 #include "proxy_protocol.h"
+#include "time_util.h"
 #include "worker.h"
 
 namespace edgepin::lb {
@@ -60,13 +62,8 @@ const char* version_name(uint16_t v) {
   }
 }
 
-// SNI as it goes into the log: printable ASCII only (the parser already
-// refuses NUL; this keeps a hostile name from forging log lines).
-std::string loggable(const std::string& s) {
-  std::string out;
-  for (char c : s) out += (c > 0x20 && c < 0x7f) ? c : '?';
-  return out;
-}
+// Longest SNI written to the access log (a DNS name has at most 253).
+constexpr size_t kLogSniMax = 256;
 
 // A failed connect's cause as one log token: "timeout" (our connect
 // deadline or the kernel's), "refused", else the errno name ("ehostunreach").
@@ -427,32 +424,37 @@ void Session::finish(End why, int error) {
     worker_.release(this);  // destroys this session: nothing may follow
     return;
   }
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
-                                                                  started_)
-                .count();
-  std::string line = "conn client=" + client_addr_.to_string() + " frontend=" + frontend_.name +
-                     " server=" + (server_state_ ? server_state_->name : "-") +
-                     " route=" + to_string(route_.reason);
+  // The access-log line (common/base/access_log.h: one escaping rule for
+  // both binaries, so a hostile SNI cannot forge a field or a line).
+  access_log::Line line("conn");
+  line.add("client", client_addr_.to_string())
+      .add("frontend", frontend_.name)
+      .add("server", server_state_ ? std::string_view(server_state_->name) : std::string_view())
+      .add("route", to_string(route_.reason));
   if (route_.tag != nodetag::kInvalidTag)
-    line += " tag=" + std::to_string(route_.tag) + " tag_from=" + to_string(route_.tag_source);
-  if (route_.bound_unusable) line += " bound_down=1";
-  line += std::string(" tls=") + version_name(tls_version_);
-  line += " sni=" + (hello_ok_ && hello_parser_.hello().server_name
-                         ? loggable(*hello_parser_.hello().server_name)
-                         : std::string("-"));
-  line += " bytes_in=" + std::to_string(in) + " bytes_out=" + std::to_string(out) +
-          " duration_ms=" + std::to_string(ms) + " attempts=" + std::to_string(attempts_) +
-          " end=" + to_string(why);
+    line.add("tag", route_.tag).add("tag_from", to_string(route_.tag_source));
+  if (route_.bound_unusable) line.add("bound_down", 1);
+  line.add("tls", version_name(tls_version_));
+  line.add("sni",
+           hello_ok_ && hello_parser_.hello().server_name
+               ? std::string_view(*hello_parser_.hello().server_name)
+               : std::string_view(),
+           kLogSniMax);
+  line.add("bytes_in", in)
+      .add("bytes_out", out)
+      .add("duration_ms", ms_between(started_, std::chrono::steady_clock::now()))
+      .add("attempts", attempts_)
+      .add("end", to_string(why));
   // Why the last failed connect attempt failed, even when a retry or a
   // redispatch then succeeded.
   if (attempts_ > 1 || why == End::ConnectFailed)
-    line += " connect_error=" + connect_error_token(error_);
-  if (!inspect_error_.empty()) line += " inspect=" + inspect_error_;
-  if (error) line += std::string(" error=\"") + std::strerror(error) + "\"";
+    line.add("connect_error", connect_error_token(error_));
+  if (!inspect_error_.empty()) line.add("inspect", inspect_error_);
+  if (error) line.add_quoted("error", std::strerror(error));
   if (frontend_.access_log) {
-    log::info(line);
+    log::info(line.text());
   } else {
-    log::warning(line);
+    log::warning(line.text());
   }
   worker_.release(this);  // destroys this session: nothing may follow
 }

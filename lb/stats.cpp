@@ -7,6 +7,7 @@
 #include "edgepin/version.h"
 #include "runtime.h"
 #include "stats_http_server.h"
+#include "time_util.h"
 
 namespace edgepin::lb {
 
@@ -64,14 +65,6 @@ std::string check_text(const ServerStats& s) {
 }
 
 }  // namespace
-
-std::string format_duration(int64_t s) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, "%lldd %02lldh%02lldm%02llds", static_cast<long long>(s / 86400),
-                static_cast<long long>(s / 3600 % 24), static_cast<long long>(s / 60 % 60),
-                static_cast<long long>(s % 60));
-  return buf;
-}
 
 LbStats collect_stats(const Runtime& runtime, const ProcessInfo& process) {
   LbStats s;

@@ -24,6 +24,7 @@
 #include "router.h"
 #include "server.h"
 #include "stick_table.h"
+#include "time_util.h"  // format_duration, for the pages
 #include "tls_hello.h"
 
 namespace edgepin::lb {
@@ -107,9 +108,6 @@ struct LbStats {
 // Reads `runtime` (started or not; safe from any thread while its workers
 // exist).
 LbStats collect_stats(const Runtime& runtime, const ProcessInfo& process);
-
-// "3d 04h05m06s", for uptimes.
-std::string format_duration(int64_t seconds);
 
 // A complete HTML page that refreshes itself every `refresh_s` seconds.
 std::string render_html(const LbStats& s, int refresh_s = 5);

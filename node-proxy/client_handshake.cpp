@@ -12,6 +12,7 @@
 #include "counters.h"
 #include "log.h"
 #include "peer_tls.h"
+#include "time_util.h"
 #include "tls_context.h"
 
 namespace edgepin::nodeproxy {
@@ -20,11 +21,6 @@ namespace {
 constexpr int kBevOptions = BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS;
 // OpenSSL errors libevent recorded for one connection, joined for the log.
 constexpr size_t kMaxLoggedTlsErrors = 4;
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000),
-                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
-}
 
 proxy::Accept accept_of(config::AcceptProxy p) {
   switch (p) {

@@ -7,20 +7,11 @@
 
 #include "edgepin/version.h"
 #include "stats_http_server.h"
+#include "time_util.h"
 #include "tls_context.h"
 
 namespace edgepin::nodeproxy {
 namespace {
-
-// "3d 04:05:06"
-std::string format_uptime(int64_t s) {
-  const int64_t days = s / 86400;
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%lldd %02lld:%02lld:%02lld", static_cast<long long>(days),
-                static_cast<long long>(s / 3600 % 24), static_cast<long long>(s / 60 % 60),
-                static_cast<long long>(s % 60));
-  return buf;
-}
 
 constexpr const char* kClassNames[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
@@ -164,7 +155,7 @@ std::string to_html(const StatsSnapshot& s) {
        ".up{color:#080}.down{color:#b00}</style></head><body>\n";
   h += "<h1>edgepin node-proxy: " + html_escape(s.node_name) + "</h1>\n";
   h += "<p>cluster " + html_escape(s.cluster_name) + ", tag " + std::to_string(s.node_tag) +
-       ", version " + html_escape(s.version) + ", up " + format_uptime(s.uptime_s) + ", " +
+       ", version " + html_escape(s.version) + ", up " + format_duration(s.uptime_s) + ", " +
        std::to_string(s.workers) + " workers</p>\n";
   h += std::string("<p>Tomcat ") + html_escape(s.upstream) + ": " + up_badge(s.tomcat_up) +
        (s.draining ? " &mdash; <b class=\"down\">draining</b>" : "") + "</p>\n";
