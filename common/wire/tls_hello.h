@@ -350,7 +350,7 @@ class RecordStream {
 // ---------------------------------------------------------------- parsers
 
 // Parses the client→server stream up to the end of the ClientHello.
-class ClientHelloParser : private detail::RecordSink {
+class ClientHelloParser final : private detail::RecordSink {
  public:
   // Feeds the bytes that arrived since the last call (any segmentation).
   // Returns NeedMore while the ClientHello is incomplete (every prefix of a
@@ -388,7 +388,8 @@ class ClientHelloParser : private detail::RecordSink {
 
 // Parses the server→client stream: the ServerHello, and for TLS <= 1.2 the
 // rest of the cleartext handshake up to the server's ChangeCipherSpec.
-class ServerFlightParser : private detail::RecordSink {
+// final: owned and deleted as itself (RecordSink's destructor is protected).
+class ServerFlightParser final : private detail::RecordSink {
  public:
   // Feeds the bytes that arrived since the last call. Returns:
   //  - Done right after a TLS 1.3 ServerHello or a HelloRetryRequest (what
