@@ -45,7 +45,7 @@ struct SessionInfo {
   uint64_t bytes_out = 0;  // relayed so far, server -> client
 };
 
-class Session : private ServerQueue::Waiter {
+class Session final : private ServerQueue::Waiter {
  public:
   enum class State : uint8_t { Inspecting, Queued, Connecting, Relaying, Closed };
 
