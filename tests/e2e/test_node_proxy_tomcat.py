@@ -656,6 +656,12 @@ class NodeProxyInFrontOfTomcat(unittest.TestCase):
         self.assertEqual(received, BULK_BYTES)
         self.assertEqual(got.hexdigest(), expected.hexdigest())  # download.jsp's stream, intact
         self.assertGreater(sampler.samples, 10)
+        if os.environ.get("EDGEPIN_SANITIZER"):
+            # ASan's quarantine and shadow memory grow the RSS by hundreds
+            # of MiB whatever the proxy buffers; tests/run.sh asserts the
+            # bound in its uninstrumented "fast" stage (this test runs there
+            # too) and only the bytes here.
+            return
         self.assertLess(sampler.peak_kib - before["VmRSS"], RSS_GROWTH_BOUND_KIB)
         self.assertLess(after["VmHWM"] - before["VmHWM"], RSS_GROWTH_BOUND_KIB)
         self.assertLess(after["VmRSS"] - before["VmRSS"], RSS_GROWTH_BOUND_KIB)
