@@ -10,6 +10,8 @@ PACKAGES=(
   libssl-dev libevent-dev nlohmann-json3-dev catch2
   # libFuzzer build
   clang libclang-rt-14-dev
+  # source checks in ctest (check_format, check_tidy)
+  clang-format clang-tidy
   # test and demo tools
   ca-certificates curl openssl python3 iproute2 procps psmisc
   tomcat10 tomcat10-user haproxy wrk sslscan
