@@ -1,4 +1,5 @@
 #include "h1_connection.h"
+#include "time_util.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/ssl.h>
@@ -14,14 +15,6 @@
 namespace edgepin::nodeproxy {
 
 namespace {
-
-// (One copy per file until common/base/time_util.h lands: then included.)
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
 
 using Clock = std::chrono::steady_clock;
 using http1::BodyFraming;

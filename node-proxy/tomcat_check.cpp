@@ -1,4 +1,5 @@
 #include "tomcat_check.h"
+#include "time_util.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -18,11 +19,6 @@ namespace {
 
 // Tomcat answers a check with a status below this when it is serving.
 constexpr uint16_t kFirstServerErrorStatus = 500;
-
-timeval to_timeval(std::chrono::milliseconds ms) {
-  return timeval{static_cast<time_t>(ms.count() / 1000),
-                 static_cast<suseconds_t>((ms.count() % 1000) * 1000)};
-}
 
 }  // namespace
 

@@ -1,4 +1,5 @@
 #include "upgrade_tunnel.h"
+#include "time_util.h"
 
 #include <cerrno>
 #include <cstring>
@@ -6,18 +7,6 @@
 #include "client_codec.h"
 
 namespace edgepin::nodeproxy {
-
-namespace {
-
-// (One copy per file until common/base/time_util.h lands: then included.)
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
-
-}  // namespace
 
 UpgradeTunnel::UpgradeTunnel(BufferEventPtr client, BufferEventPtr upstream,
                              std::chrono::milliseconds idle,

@@ -1,4 +1,5 @@
 #include "upstream_request.h"
+#include "time_util.h"
 
 #include <event2/bufferevent_ssl.h>
 #include <openssl/err.h>
@@ -13,14 +14,6 @@
 namespace edgepin::nodeproxy {
 
 namespace {
-
-// (One copy per file until common/base/time_util.h lands: then included.)
-timeval to_timeval(std::chrono::milliseconds ms) {
-  timeval tv;
-  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-  return tv;
-}
 
 std::span<const uint8_t> first_segment(evbuffer* buf) {
   evbuffer_iovec v;
