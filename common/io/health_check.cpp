@@ -109,8 +109,15 @@ class HealthChecker::Target {
       failures_ = settings_.fall;
     }
     std::string detail = to_string(r.outcome);
-    if (r.detail) detail += " " + std::to_string(r.detail);
-    detail += ", " + std::to_string(took.count() / 1000) + " ms";
+    // Appended piece by piece: GCC 12 at -O3 reports a false -Wrestrict
+    // for `"literal" + std::to_string(...)` here.
+    if (r.detail) {
+      detail += ' ';
+      detail += std::to_string(r.detail);
+    }
+    detail += ", ";
+    detail += std::to_string(took.count() / 1000);
+    detail += " ms";
     const bool ok = r.outcome == Outcome::Ok;
     const std::string kind = probe_->kind();
     if (first_) {
