@@ -348,18 +348,8 @@ bool Relay::read_splice(Side& src) {
     spoke(src, static_cast<size_t>(n));
     return true;
   }
-  if (n == 0) {
-    on_eof(src);
-    return true;
-  }
   // The pipe is empty, so EAGAIN means the socket is.
-  if (would_block(errno)) {
-    src.readable = false;
-    return true;
-  }
-  if (errno == EINTR) return true;
-  finish(&src == &a_ ? RelayEnd::AReset : RelayEnd::BReset, errno);
-  return false;
+  return read_moved_nothing(src, n);
 }
 
 bool Relay::read_copy(Side& src) {
@@ -396,6 +386,10 @@ bool Relay::read_copy(Side& src) {
     spoke(src, static_cast<size_t>(n));
     return true;
   }
+  return read_moved_nothing(src, n);
+}
+
+bool Relay::read_moved_nothing(Side& src, ssize_t n) {
   if (n == 0) {
     on_eof(src);
     return true;

@@ -44,6 +44,7 @@
 // (WebSocket after a 101). Runs on the event_base of its bufferevents; not
 // thread-safe, like everything attached to one event_base.
 #include <sys/time.h>
+#include <sys/types.h>
 
 #include <cstdint>
 #include <functional>
@@ -170,6 +171,9 @@ class Relay {
   bool flush(Side& src);        // writes src's pending bytes to its peer; false if ended
   bool read_copy(Side& src);    // one read into src.copy; false if ended
   bool read_splice(Side& src);  // one splice into src.pipe; false if ended
+  // A read that moved nothing (n <= 0): EOF, would-block, EINTR or reset;
+  // false if the relay ended.
+  bool read_moved_nothing(Side& src, ssize_t n);
   // Drops src's empty copy buffer and pipe (an idle direction holds none).
   void release_idle(Side& src);
 
